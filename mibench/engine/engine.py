@@ -29,7 +29,8 @@ circuits per forward as fit ``max_delta_bytes``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,6 +79,10 @@ class EngineOutput:
 
     logits: Tensor | None
     sources: SourceActivations | None = None
+    #: With ``record_receivers``: the residual stream each receiver group reads, ``[B, T, d]`` each, in
+    #: backward order: layer 0's attention input (shared by its q/k/v), layer 0's MLP input, ..., and
+    #: finally the logits' input (the last residual, before the final norm).
+    receivers: list[Tensor] | None = None
 
     @classmethod
     def concatenate(cls, outputs: list["EngineOutput"]) -> "EngineOutput":
@@ -86,7 +91,10 @@ class EngineOutput:
         sources = None
         if outputs[0].sources is not None:
             sources = SourceActivations([torch.cat(parts) for parts in zip(*(o.sources.groups for o in outputs))])
-        return cls(logits, sources)
+        receivers = None
+        if outputs[0].receivers is not None:
+            receivers = [torch.cat(parts) for parts in zip(*(o.receivers for o in outputs))]
+        return cls(logits, sources, receivers)
 
 
 ReceiverGradHook = Callable[[str, int, Tensor], None]
@@ -156,6 +164,20 @@ class PatchingEngine:
     def dtype(self) -> torch.dtype:
         return self.adapter.dtype
 
+    @contextmanager
+    def frozen_parameters(self) -> Iterator[None]:
+        """Turn off parameter gradients for the duration (attribution needs gradients w.r.t.
+        activations only; parameter gradients would cost memory and time for nothing)."""
+        params = list(self.adapter.model.parameters())
+        previous = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in zip(params, previous):
+                p.requires_grad_(flag)
+
     @property
     def device(self) -> torch.device:
         return self.adapter.device
@@ -173,6 +195,7 @@ class PatchingEngine:
         position_ids: Tensor | None = None,
         edit_sources: SourceEdit | None = None,
         on_receiver_grad: ReceiverGradHook | None = None,
+        record_receivers: bool = False,
     ) -> EngineOutput:
         """One forward pass of ``input_ids`` ``[B, T]`` (right-padded; ``attention_mask`` marks real tokens).
 
@@ -189,13 +212,18 @@ class PatchingEngine:
             on_receiver_grad: optional hook called during backward with ``(kind, layer, grad)`` for every
                 receiver input: ``"q"|"k"|"v"`` ``[R, H, T, d]``, ``"mlp"`` ``[R, T, d]``, ``"logits"``
                 ``[R, T', d]`` (``layer`` is -1 for logits).
+            record_receivers: also return the residual stream read by each receiver group (unpatched
+                runs only: under a mask, destinations read per-edge mixtures, not one stream).
         """
+        if record_receivers and mask is not None:
+            raise ValueError("record_receivers is only defined for an unpatched forward (mask=None)")
         chunk = self._circuits_per_forward(mask, input_ids.shape)
         if chunk is not None:
             outputs = [
                 self.forward(input_ids, attention_mask, mask=sub_mask, ablation=ablation, record=record,
                              logit_positions=logit_positions, position_ids=position_ids,
-                             edit_sources=edit_sources, on_receiver_grad=on_receiver_grad)
+                             edit_sources=edit_sources, on_receiver_grad=on_receiver_grad,
+                             record_receivers=record_receivers)
                 for sub_mask in mask.chunks(chunk)
             ]
             return EngineOutput.concatenate(outputs)
@@ -217,6 +245,7 @@ class PatchingEngine:
         rows = input_ids.shape[0]
 
         recorded: list[Tensor] = []
+        receivers: list[Tensor] = []
         tokens, constant = adapter.embed(input_ids, position_ids)
         tokens = self._emit(run, 0, tokens.unsqueeze(1), recorded, record, edit_sources).squeeze(1)
         resid = tokens if constant is None else tokens + constant
@@ -233,6 +262,8 @@ class PatchingEngine:
             settings = adapter.attention_settings(layer)
             if settings.sliding_window not in masks:
                 masks[settings.sliding_window] = attention_pattern_mask(attention_mask, settings.sliding_window)
+            if record_receivers:
+                receivers.append(resid)
             head_out = self._attention(
                 run, layer, resid, rotary if settings.rotary else None, masks[settings.sliding_window],
                 settings, on_receiver_grad,
@@ -249,6 +280,8 @@ class PatchingEngine:
                 self._add_ablated_attention(run, group_index, layer, bias, resid)
 
             mlp_cols, mlp_prev = [self.layout.mlp_backward_index(layer)], self.layout.mlp_prev_index(layer)
+            if record_receivers:
+                receivers.append(resid)
             if run.reuses_ablated_outputs and not self._any_kept(run, mlp_cols, mlp_prev).any():
                 mlp_out = _tile_rows(run.ablated[group_index + 1], rows)
             else:
@@ -263,8 +296,11 @@ class PatchingEngine:
             if run.tracks_ablated_resid and run.ablated[group_index + 1] is not None:
                 run.ablated_resid = run.ablated_resid + run.ablated[group_index + 1].squeeze(1)
 
+        if record_receivers:
+            receivers.append(resid)
         logits = self._logits(run, resid, attention_mask, logit_positions, on_receiver_grad)
-        return EngineOutput(logits, SourceActivations(recorded) if record else None)
+        return EngineOutput(logits, SourceActivations(recorded) if record else None,
+                            receivers if record_receivers else None)
 
     # ============================================================ internals
     def _circuits_per_forward(self, mask: CircuitMask | None, shape: torch.Size) -> int | None:

@@ -1,0 +1,1 @@
+"""The circuit-localization track: batches, attribution math, circuit selection, faithfulness, CPR/CMD."""

@@ -1,0 +1,123 @@
+"""The circuit-track scorer: scores -> circuits at ten sizes -> faithfulness curves -> CPR and CMD.
+
+``score_attribution`` is what ``mibench evaluate`` and ``mibench score`` both call, so a method run and a
+re-scored file from anyone go through identical code. The signed ranking's curve gives CPR, the absolute
+ranking's curve CMD (MIB's convention, confirmed by its maintainers). A baseline graph (the random
+method's scores) can be evaluated in the same batched forwards for the comparison plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mibench.circuits.areas import area_weights, bootstrap_replicate_means, cmd, cpr, faithfulness
+from mibench.circuits.batches import CircuitBatch
+from mibench.circuits.faithfulness import evaluate_circuits
+from mibench.circuits.selection import FRACTIONS, circuit_sizes, circuits_at_sizes, n_scored_items
+from mibench.engine.engine import PatchingEngine
+from mibench.graph.graph import Graph
+
+#: Bumped whenever a change to selection, evaluation or the areas could change a score.
+SCORER_VERSION = "1.0"
+
+
+@dataclass
+class Curve:
+    """One ranking's faithfulness curve over the ten sizes."""
+
+    ranking: str  # "signed" or "absolute"
+    fractions: list[float]
+    nominal_sizes: list[int]  # n_k = int(k * N)
+    edge_counts: list[float]  # realised (weighted) edge counts after pruning
+    faithfulness: list[float]
+    mean_logit_difference: list[float]
+
+
+@dataclass
+class CircuitScore:
+    level: str
+    n_items: int
+    n_examples: int
+    full_logit_difference: float
+    empty_logit_difference: float
+    cpr: float
+    cpr_stderr: float
+    cmd: float
+    cmd_stderr: float
+    signed: Curve
+    absolute: Curve
+    baseline: Curve | None = None
+    bootstrap_replicates: int = 0
+    per_example: dict[str, list[float]] = field(default_factory=dict, repr=False)
+
+
+def _curve(ranking: str, circuits: list[Graph], means: np.ndarray, full: float, empty: float,
+           n_items: int) -> Curve:
+    return Curve(
+        ranking=ranking,
+        fractions=list(FRACTIONS),
+        nominal_sizes=circuit_sizes(n_items),
+        edge_counts=[round(g.weighted_edge_count(), 4) for g in circuits],
+        faithfulness=[float(x) for x in faithfulness(means, full, empty)],
+        mean_logit_difference=[float(x) for x in means],
+    )
+
+
+def score_attribution(
+    engine: PatchingEngine,
+    batches: Iterable[CircuitBatch],
+    graph: Graph,
+    *,
+    baseline: Graph | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> CircuitScore:
+    """Evaluate ``graph``'s scores as MIB does, with bootstrap standard errors over examples."""
+    n_items = n_scored_items(graph)
+    signed = circuits_at_sizes(graph, absolute=False)
+    absolute = circuits_at_sizes(graph, absolute=True)
+    extra = circuits_at_sizes(baseline, absolute=True) if baseline is not None else []
+    evaluation = evaluate_circuits(engine, list(batches), signed + absolute + extra, on_batch=on_batch)
+    k = len(FRACTIONS)
+    per_circuit = evaluation.circuits  # [C, n]
+    full, empty = evaluation.full.mean(), evaluation.empty.mean()
+    means = per_circuit.mean(axis=1)
+    signed_curve = _curve("signed", signed, means[:k], full, empty, n_items)
+    absolute_curve = _curve("absolute", absolute, means[k : 2 * k], full, empty, n_items)
+    baseline_curve = None
+    if baseline is not None:
+        baseline_curve = _curve("absolute", extra, means[2 * k :], full, empty, n_scored_items(baseline))
+
+    cpr_value = float(cpr(np.asarray(signed_curve.faithfulness)))
+    cmd_value = float(cmd(np.asarray(absolute_curve.faithfulness)))
+    cpr_se = cmd_se = float("nan")
+    if bootstrap > 1 and per_circuit.shape[1] > 1:
+        stacked = np.concatenate([per_circuit[: 2 * k], evaluation.full[None], evaluation.empty[None]])
+        replicates = bootstrap_replicate_means(stacked, bootstrap, seed)  # [R, 2k + 2]
+        f = faithfulness(replicates[:, : 2 * k], replicates[:, 2 * k], replicates[:, 2 * k + 1])
+        cpr_se = float(np.std(cpr(f[:, :k]), ddof=1))
+        cmd_se = float(np.std(cmd(f[:, k:]), ddof=1))
+    return CircuitScore(
+        level=graph.level,
+        n_items=n_items,
+        n_examples=len(evaluation.example_ids),
+        full_logit_difference=float(full),
+        empty_logit_difference=float(empty),
+        cpr=cpr_value,
+        cpr_stderr=cpr_se,
+        cmd=cmd_value,
+        cmd_stderr=cmd_se,
+        signed=signed_curve,
+        absolute=absolute_curve,
+        baseline=baseline_curve,
+        bootstrap_replicates=bootstrap,
+        per_example={"example_ids": evaluation.example_ids, "full": evaluation.full.tolist(),
+                     "empty": evaluation.empty.tolist()},
+    )
+
+
+__all__ = ["SCORER_VERSION", "CircuitScore", "Curve", "score_attribution", "area_weights"]
