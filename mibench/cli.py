@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mibench import __version__
+from mibench.commands_circuit import evaluate_arguments, run_evaluate, run_score, score_arguments
 from mibench.errors import MibenchError
 
 PROG = "mibench"
@@ -105,10 +106,29 @@ def _list_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_methods(args: argparse.Namespace) -> int:
+    """Registered methods from their cards (method code is not imported)."""
+    from tabulate import tabulate
+
+    from mibench.method_registry import list_method_cards
+
+    rows = []
+    for card in list_method_cards():
+        arguments = ", ".join(f"{name}={arg.default}" for name, arg in card.arguments.items()) or "-"
+        paper = f"{card.paper.authors} {card.paper.year}" if card.paper else "-"
+        rows.append([card.id, card.track, card.name, ", ".join(card.levels), ", ".join(card.ablations), arguments,
+                     paper])
+    headers = ["method", "track", "name", "levels", "ablations", "arguments", "paper"]
+    wrap = [None, None, 28, None, 22, 28, 24] if args.format in WRAPPED_FORMATS else None
+    print(tabulate(rows, headers=headers, tablefmt=args.format, maxcolwidths=wrap, disable_numparse=True))
+    return 0
+
+
 # kind -> (one-line description, function). New kinds (tasks, methods, ...) are new entries here.
 LISTINGS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "models": ("supported architecture families with MIB graph sizes", _list_models),
     "tasks": ("registered tasks: version, metric, counterfactual kinds, split sizes", _list_tasks),
+    "methods": ("registered methods: levels, ablations, arguments, paper", _list_methods),
 }
 
 
@@ -144,6 +164,37 @@ def _ls_run(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------- command table
 COMMANDS: list[Command] = [
     Command(
+        name="evaluate",
+        help="run a circuit method on a task and score it (CPR, CMD, faithfulness curve)",
+        description="Score the model's graph with a method on train examples, keep the top 0.1%%..100%% of it, "
+        "ablate the rest with counterfactual activations on the evaluation split, and report "
+        "faithfulness, CPR and CMD with bootstrap standard errors. Writes record.json, scores.json "
+        "(MIB format) and faithfulness.png under --output-dir.",
+        examples=(
+            ("mibench evaluate --method eap-ig-inputs --task ioi", "the embedded model, IOI, EAP-IG"),
+            ("mibench evaluate --method eap --task mcqa --ablation mean", "EAP with mean ablation"),
+            ("mibench evaluate --method nap --level neuron --task arithmetic_addition", "neuron-level NAP"),
+            ("mibench evaluate --method eap-ig-inputs --method-arg ig_steps=20 --task ioi --model gpt2",
+             "a hub model, more IG steps"),
+            ("mibench evaluate --method exact --task ioi --limit 100 --format github", "quick look, Markdown"),
+        ),
+        add_arguments=evaluate_arguments,
+        run=run_evaluate,
+    ),
+    Command(
+        name="score",
+        help="score an MIB circuit or importance file from anyone (the way submissions are scored)",
+        description="Evaluate the scores in an MIB-format file (.json/.pt/.safetensors) exactly as "
+        "'mibench evaluate' evaluates a method's scores.",
+        examples=(
+            ("mibench score results/ioi/gpt2-tasks/eap_edge_patching_test_seed0/scores.json --task ioi",
+             "re-score a saved importance file"),
+            ("mibench score importances.pt --task ioi --model gpt2", "an MIB .pt file for GPT-2"),
+        ),
+        add_arguments=score_arguments,
+        run=run_score,
+    ),
+    Command(
         name="ls",
         help="list supported model families (with MIB graph sizes) or registered tasks",
         description="List what mibench supports. Does not import torch.",
@@ -151,6 +202,7 @@ COMMANDS: list[Command] = [
             ("mibench ls", "model families, reference models and their MIB graph sizes"),
             ("mibench ls models --format github", "the same table as Markdown"),
             ("mibench ls tasks", "registered tasks, their versions, counterfactuals and split sizes"),
+            ("mibench ls methods", "registered methods, their levels, ablations and arguments"),
         ),
         add_arguments=_ls_arguments,
         run=_ls_run,

@@ -68,7 +68,7 @@ class BatchActivations:
 
     def deltas(self) -> list[Tensor]:
         """``a~ - a`` per group, broadcast to the clean shapes."""
-        return [(a - c).expand_as(c) for a, c in zip(self.ablated, self.clean)]
+        return [(a - c).expand_as(c) for a, c in zip(self.ablated, self.clean, strict=True)]
 
 
 def ablation_for_batch(engine: PatchingEngine, batch: CircuitBatch, kind: str, reference: Ablation | None) -> Ablation:

@@ -66,7 +66,7 @@ def exact_patching(
                 on_batch(batch.size)
     means = (totals / max(n_examples, 1)).float()
     if level == "edge":
-        rows, cols = zip(*items)
+        rows, cols = zip(*items, strict=True)
         graph.edge_scores[list(rows), list(cols)] = means
     else:
         graph.node_scores = means

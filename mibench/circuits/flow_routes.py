@@ -46,7 +46,7 @@ def information_flow_routes(
             sources = out.sources.stacked().float()  # [B, F, T, d]
             real = batch.attention_mask.to(sources.device).float()  # [B, T]
             lengths = real.sum(-1, keepdim=True)
-            for (cols, prev), z in zip(receivers, out.receivers):
+            for (cols, prev), z in zip(receivers, out.receivers, strict=True):
                 z = z.float().unsqueeze(1)  # [B, 1, T, d]
                 a = sources[:, :prev]
                 proximity = (z.abs().sum(-1) - (z - a).abs().sum(-1)).clamp(min=0)  # [B, U, T]

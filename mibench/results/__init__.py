@@ -1,0 +1,1 @@
+"""Results records: the typed, versioned JSON every evaluation writes (see :mod:`.record`)."""

@@ -1,0 +1,148 @@
+"""The results record: one JSON document per (method, task, model, split, seed), validated on write and read.
+
+Everything needed to trust, reproduce and compare a number is in it: the invocation, mibench version and
+commit, package versions, the task (id, version, split, counterfactual, data hash, examples used and
+dropped), the model (id, revision, dtype, graph size), the method and its *resolved* arguments, the scorer
+version, seeds, hardware, wall time per phase, and the metrics with standard errors and full curves. The
+comparability key names what must be equal for two records to share a leaderboard row; records are
+written atomically, so an interrupted run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mibench.errors import MibenchError
+from mibench.io_utils import atomic_write_text
+
+FORMAT_VERSION = "1"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnvironmentInfo(_Strict):
+    mibench_version: str
+    git_commit: str | None
+    python: str
+    packages: dict[str, str]
+    hardware: dict[str, Any]
+
+
+class ModelInfo(_Strict):
+    id: str
+    revision: str | None = None
+    dtype: str
+    family: str
+    n_layers: int
+    n_heads: int
+    d_model: int
+    n_edges: int
+
+
+class TaskInfo(_Strict):
+    id: str
+    version: str
+    split: str
+    counterfactual: str
+    n_examples: int
+    dropped: dict[str, int] = Field(default_factory=dict)
+    data_hash: str
+    attribution_split: str | None = None
+    attribution_examples: int | None = None
+    limited: bool = False
+
+
+class MethodInfo(_Strict):
+    id: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    level: str
+    ablation: str
+    source: Literal["method", "file"] = "method"
+    file: str | None = None
+
+
+class ScorerInfo(_Strict):
+    version: str
+    evaluation_ablation: str = "patching"
+    fractions: list[float]
+    bootstrap_replicates: int
+
+
+class CurveRecord(_Strict):
+    ranking: str
+    fractions: list[float]
+    nominal_sizes: list[int]
+    edge_counts: list[float]
+    faithfulness: list[float]
+    mean_logit_difference: list[float]
+
+
+class CircuitMetrics(_Strict):
+    cpr: float
+    cpr_stderr: float | None
+    cmd: float
+    cmd_stderr: float | None
+    full_logit_difference: float
+    empty_logit_difference: float
+    n_items: int
+    signed: CurveRecord
+    absolute: CurveRecord
+    baseline: CurveRecord | None = None
+
+
+class CircuitRecord(_Strict):
+    format_version: Literal["1"] = FORMAT_VERSION
+    track: Literal["circuit"] = "circuit"
+    created: str
+    invocation: list[str]
+    environment: EnvironmentInfo
+    model: ModelInfo
+    task: TaskInfo
+    method: MethodInfo
+    scorer: ScorerInfo
+    seed: int
+    timings: dict[str, float]
+    metrics: CircuitMetrics
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    comparability_key: str
+    leaderboard_eligible: bool
+    eligibility_notes: list[str] = Field(default_factory=list)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def comparability_key(task: TaskInfo, model: ModelInfo, scorer: ScorerInfo, level: str) -> str:
+    """Records may share a table row only if all of these agree (task major version, split, scorer, model)."""
+    major = task.version.split(".")[0]
+    revision = model.revision or "local"
+    return f"{task.id}@{major}|{task.split}|{task.counterfactual}|scorer@{scorer.version}|{model.id}@{revision}|{level}"
+
+
+def write_record(record: BaseModel, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def read_record(path: str | Path) -> CircuitRecord:
+    """Load and validate a record; problems name the file and the field."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MibenchError(f"{path}: cannot read results record: {exc}") from exc
+    try:
+        return CircuitRecord.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors())
+        raise MibenchError(f"{path}: invalid results record: {problems}") from exc
