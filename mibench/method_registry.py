@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import re
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mibench.errors import MibenchError, UnknownNameError, close_matches
+from mibench.plugins import card_files, check_registration, plugin_sources, qualified
 
 Level = Literal["edge", "node", "neuron"]
 AblationKind = Literal["patching", "mean", "zero"]
@@ -98,6 +98,7 @@ def register_method(*names: str):
 
     def decorate(cls: type) -> type:
         for name in names:
+            check_registration(name, cls)
             existing = _REGISTERED.get(name)
             if existing is not None and existing is not cls:
                 raise ValueError(f"method {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
@@ -108,26 +109,33 @@ def register_method(*names: str):
 
 
 @lru_cache(maxsize=1)
-def _builtin_cards() -> dict[str, tuple[MethodCard, Path]]:
+def _all_cards() -> dict[str, tuple[MethodCard, Path]]:
+    """Built-in cards (``methods/*/*.yaml``) and every installed plugin's, namespaced."""
     cards: dict[str, tuple[MethodCard, Path]] = {}
-    root = resources.files("mibench.methods")
-    for folder in sorted(root.iterdir(), key=lambda p: p.name):
-        if not folder.is_dir():
-            continue
-        for card_file in sorted(Path(str(folder)).glob("*.yaml")):
+    sources = [(None, "mibench.methods")] + [(p.namespace, p.package) for p in plugin_sources()]
+    for namespace, package in sources:
+        for card_file in card_files(package, "*.yaml"):
+            if namespace is not None and card_file.name == "card.yaml":
+                continue  # a plugin's task card
             card = load_method_card(card_file)
+            card = card.model_copy(update={"id": qualified(namespace, card.id)})
             if card.id in cards:
                 raise MibenchError(f"two method cards declare id {card.id!r}: {cards[card.id][1]} and {card_file}")
             cards[card.id] = (card, card_file)
     return cards
 
 
+def clear_cache() -> None:
+    """Forget the cards read so far (after installing a plugin in the same process)."""
+    _all_cards.cache_clear()
+
+
 def list_method_cards(track: str | None = None) -> list[MethodCard]:
-    return [card for card, _ in _builtin_cards().values() if track is None or card.track == track]
+    return [card for card, _ in _all_cards().values() if track is None or card.track == track]
 
 
 def get_method_card(name: str) -> MethodCard:
-    cards = _builtin_cards()
+    cards = _all_cards()
     if name not in cards:
         known = ", ".join(sorted(cards))
         raise UnknownNameError("method", name, f"unknown method {name!r} (known: {known})",

@@ -10,12 +10,12 @@ from __future__ import annotations
 import difflib
 import importlib
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mibench.data.card import TaskCard, load_card
 from mibench.errors import MibenchError
+from mibench.plugins import card_files, check_registration, plugin_sources, qualified
 
 if TYPE_CHECKING:
     from mibench.data.task import Task
@@ -33,6 +33,7 @@ def register_task(name: str):
     """Class decorator registering a task class under ``name`` (its card's id)."""
 
     def decorate(cls: type) -> type:
+        check_registration(name, cls)
         existing = _REGISTERED.get(name)
         if existing is not None and existing is not cls:
             raise ValueError(f"task {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
@@ -45,17 +46,22 @@ def register_task(name: str):
 
 @lru_cache(maxsize=1)
 def _builtin_cards() -> dict[str, tuple[TaskCard, Path]]:
+    """Built-in task cards (``tasks/*/card.yaml``) and every installed plugin's, namespaced."""
     cards: dict[str, tuple[TaskCard, Path]] = {}
-    root = resources.files("mibench.tasks")
-    for folder in sorted(root.iterdir(), key=lambda p: p.name):
-        card_file = folder / "card.yaml"
-        if folder.is_dir() and card_file.is_file():
-            path = Path(str(card_file))
+    sources = [(None, "mibench.tasks")] + [(p.namespace, p.package) for p in plugin_sources()]
+    for namespace, package in sources:
+        for path in card_files(package, "card.yaml"):
             card = load_card(path)
+            card = card.model_copy(update={"id": qualified(namespace, card.id)})
             if card.id in cards:
                 raise MibenchError(f"two task folders declare id {card.id!r}: {cards[card.id][1]} and {path}")
             cards[card.id] = (card, path)
     return cards
+
+
+def clear_cache() -> None:
+    """Forget the cards read so far (after installing a plugin in the same process)."""
+    _builtin_cards.cache_clear()
 
 
 def list_cards() -> list[TaskCard]:

@@ -1,0 +1,77 @@
+"""Plugins: the example package is installed, discovered through the entry point, and used end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mibench import method_registry
+from mibench.cli import main
+from mibench.data import registry as task_registry
+from mibench.errors import UnknownNameError
+from mibench.method_registry import register_method
+from mibench.plugins import PluginError, plugin_sources
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mibench-example-plugin"
+
+
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory):
+    """pip-install the example plugin into a folder on sys.path (offline: no build isolation, no deps)."""
+    target = tmp_path_factory.mktemp("plugin_site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(target), str(EXAMPLE)], check=True)
+    sys.path.insert(0, str(target))
+    method_registry.clear_cache()
+    task_registry.clear_cache()
+    yield target
+    sys.path.remove(str(target))
+    for name in [m for m in sys.modules if m.startswith("mibench_example_plugin")]:
+        del sys.modules[name]
+    method_registry.clear_cache()
+    task_registry.clear_cache()
+
+
+def test_plugin_is_discovered_and_namespaced(installed_plugin, capsys):
+    assert [p.namespace for p in plugin_sources()] == ["example"]
+    assert main(["ls", "methods"]) == 0
+    assert "example:eap-cf-gradient" in capsys.readouterr().out
+    card = method_registry.get_method_card("example:eap-cf-gradient")
+    assert card.levels == ["edge"]
+    with pytest.raises(UnknownNameError, match="example:eap-cf-gradient"):
+        method_registry.get_method_card("example:eap-cf-gradiant")
+    task = task_registry.load_task("example:copy-name")
+    examples = task.examples("test")
+    assert len(examples) == 10 and examples == task.examples("test")
+    assert {e.template + e.variables["name"] for e in examples}.isdisjoint(
+        {e.template + e.variables["name"] for e in task.examples("train")})
+
+
+def test_plugin_method_runs_through_evaluate(installed_plugin, random_task_model, tmp_path):
+    status = main(["evaluate", "--method", "example:eap-cf-gradient", "--task", "ioi", "--model",
+                   str(random_task_model), "--limit", "16", "--attribution-examples", "8", "--bootstrap", "20",
+                   "--output-dir", str(tmp_path), "--quiet", "--no-baseline"])
+    assert status == 0
+    assert list(tmp_path.rglob("example_eap-cf-gradient_edge_patching_test_seed0/record.json"))
+
+
+def test_plugins_cannot_register_builtin_names():
+    class Impostor:  # defined in a test module, i.e. outside mibench
+        pass
+
+    with pytest.raises(PluginError, match="without a namespace"):
+        register_method("eap")(Impostor)
+
+
+def test_reserved_or_malformed_namespaces_are_refused(monkeypatch):
+    from importlib import metadata
+
+    class FakeEntry:
+        name, value, dist = "mibench", "somewhere", None
+
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [FakeEntry()])
+    with pytest.raises(PluginError, match="mibench"):
+        plugin_sources()
