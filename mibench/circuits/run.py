@@ -163,6 +163,9 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
         path = Path(request.circuit_file)
         graph = load_circuit(path, layout=layout)
         level = graph.level
+        if not _has_scores(graph):
+            raise MibenchError(f"{path}: every score is zero or missing; 'mibench score' ranks by score, so it "
+                               "needs an importance file (binary circuits are scored as a submission)")
         if request.level is not None and request.level != level:
             raise MibenchError(f"{path}: holds {level}-level scores, but --level {request.level} was requested")
         method_info = MethodInfo(id=f"file:{path.name}", level=level, ablation=request.ablation, source="file",
@@ -231,6 +234,15 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
     record.timings.update(timer.seconds)
     record_path = write_record(record, folder / "record.json")
     return EvaluationResult(record, folder, record_path)
+
+
+def _has_scores(graph) -> bool:
+    import torch
+
+    scores = {"edge": graph.edge_scores, "node": graph.node_scores, "neuron": graph.neuron_scores}[graph.level]
+    values = scores[graph.real_edge_mask] if graph.level == "edge" else scores.flatten()
+    values = values[~torch.isnan(values)]
+    return bool(values.numel()) and bool((values != 0).any())
 
 
 def _finite(value: float) -> float | None:
