@@ -22,6 +22,18 @@ from dataclasses import dataclass
 
 from mibench import __version__
 from mibench.commands_circuit import evaluate_arguments, run_evaluate, run_score, score_arguments
+from mibench.commands_leaderboard import (
+    LEADERBOARD_DESCRIPTION,
+    LEADERBOARD_EXAMPLES,
+    LEADERBOARD_HELP,
+    SUBMISSION_DESCRIPTION,
+    SUBMISSION_EXAMPLES,
+    SUBMISSION_HELP,
+    leaderboard_arguments,
+    run_leaderboard,
+    run_submission,
+    submission_arguments,
+)
 from mibench.errors import MibenchError
 
 PROG = "mibench"
@@ -194,6 +206,10 @@ COMMANDS: list[Command] = [
         add_arguments=score_arguments,
         run=run_score,
     ),
+    Command(name="leaderboard", help=LEADERBOARD_HELP, description=LEADERBOARD_DESCRIPTION,
+            examples=LEADERBOARD_EXAMPLES, add_arguments=leaderboard_arguments, run=run_leaderboard),
+    Command(name="submission", help=SUBMISSION_HELP, description=SUBMISSION_DESCRIPTION,
+            examples=SUBMISSION_EXAMPLES, add_arguments=submission_arguments, run=run_submission),
     Command(
         name="ls",
         help="list supported model families (with MIB graph sizes) or registered tasks",

@@ -1,0 +1,253 @@
+"""Build the leaderboard from committed results records: collect, check, group, render, write.
+
+Rules (the same for every output format):
+
+* every ``record.json`` under the records folder is read and validated; an unreadable one is listed, not fatal;
+* a record is ranked only if it is leaderboard-eligible, was scored with the current scorer and the current
+  comparability version of its task, and its comparability key matches its own fields; every other record
+  is listed under "Not ranked" with the reasons;
+* one column per comparability key: records are never compared across keys; tables gather the columns that
+  agree on level, split and scorer version (the columns then differ only in task, model, counterfactual
+  and model revision, which each column's note spells out);
+* one row per method (its id, plus the ablation when it is not counterfactual patching); when two ranked
+  records share a row and a column, the newest (by ``created``) is kept and the other is listed as superseded;
+* the output depends only on the records (no clock, no absolute paths), so rebuilding from the same records
+  gives byte-identical files and CI can check the committed tables with ``--check``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mibench.errors import MibenchError
+from mibench.io_utils import atomic_write_bytes
+from mibench.leaderboard.tracks import TRACKS, Entry, Metric, Track
+
+DEFAULT_RECORDS_DIR = "leaderboard/records"
+DEFAULT_OUT_DIR = "leaderboard"
+RECORD_NAME = "record.json"
+PLOTS_DIR = "plots"
+TABLE_FILES = ("leaderboard.md", "leaderboard.tex", "leaderboard.csv", "index.html")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # the comparability key every record in this column shares
+    task: str
+    model: str
+    label: str
+    details: str
+
+
+@dataclass
+class Table:
+    track: Track
+    group: tuple[str, ...]
+    title: str
+    columns: list[Column]
+    methods: list[str]
+    cells: dict[tuple[str, str], Entry]  # (method, column key) -> entry
+
+    def cell(self, method: str, column: Column) -> Entry | None:
+        return self.cells.get((method, column.key))
+
+    def best(self, metric: Metric, column: Column) -> set[str]:
+        """Methods with the best finite value of ``metric`` in ``column`` (all of them on a tie)."""
+        values = {m: e.values[metric.name][0] for m in self.methods
+                  if (e := self.cell(m, column)) is not None and _finite(e.values[metric.name][0])}
+        if not values:
+            return set()
+        target = max(values.values()) if metric.higher_is_better else min(values.values())
+        return {m for m, v in values.items() if v == target}
+
+
+@dataclass
+class Leaderboard:
+    tables: list[Table]
+    excluded: list[Entry]  # readable records that are not ranked, each with its reasons
+    unreadable: list[tuple[str, str]]  # (record path, problem)
+    skipped: list[tuple[str, str]]  # (record path, note): records of tracks without a table
+    plots: dict[str, str] = field(default_factory=dict)  # ranked entry's record path -> plot path in the output
+
+    @property
+    def n_ranked(self) -> int:
+        return sum(len(t.cells) for t in self.tables)
+
+
+@dataclass
+class BuildResult:
+    leaderboard: Leaderboard
+    out_dir: Path
+    written: list[Path]  # files whose content changed
+    removed: list[Path]  # plots no longer referenced
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+def _created_order(entry: Entry) -> tuple[float, str]:
+    try:
+        when = datetime.fromisoformat(entry.created.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        stamp = when.timestamp()
+    except ValueError:
+        stamp = float("-inf")
+    return (stamp, entry.record)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-.") or "x"
+
+
+def _plot_name(entry: Entry) -> str:
+    digest = hashlib.sha256(f"{entry.track}|{entry.column_key}|{entry.method}".encode()).hexdigest()[:8]
+    return f"{PLOTS_DIR}/{_slug(entry.task)}__{_slug(entry.model)}__{_slug(entry.method)}__{digest}.png"
+
+
+def _read_entries(records_dir: Path) -> tuple[list[Entry], list[tuple[str, str]], list[tuple[str, str]]]:
+    entries: list[Entry] = []
+    unreadable: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
+    for path in sorted(records_dir.rglob(RECORD_NAME)):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(records_dir).as_posix()
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            unreadable.append((rel, f"cannot read results record: {exc.strerror or type(exc).__name__}"))
+            continue
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            unreadable.append((rel, f"cannot read results record: {exc}"))
+            continue
+        if not isinstance(raw, dict):
+            unreadable.append((rel, "invalid results record: expected a JSON object"))
+            continue
+        track_name = raw.get("track", "circuit")
+        track = TRACKS.get(track_name) if isinstance(track_name, str) else None
+        if track is None:
+            skipped.append((rel, f"track {track_name!r} has no leaderboard table in this version; record skipped"))
+            continue
+        try:
+            entries.append(track.read(path, rel))
+        except MibenchError as exc:
+            unreadable.append((rel, str(exc).removeprefix(f"{rel}: ")))
+    return entries, unreadable, skipped
+
+
+def _column_labels(entries: list[Entry]) -> list[Column]:
+    first: dict[str, Entry] = {}
+    for entry in entries:
+        first.setdefault(entry.column_key, entry)
+    ordered = sorted(first.values(), key=lambda e: (e.task, e.model, e.column_key))
+    base = [f"{e.task} / {e.model}" for e in ordered]
+    columns = []
+    for entry, label in zip(ordered, base):
+        if base.count(label) > 1:  # same task and model, different counterfactual or revision
+            label = f"{label} ({entry.column_details})"
+        columns.append(Column(entry.column_key, entry.task, entry.model, label, entry.column_details))
+    return columns
+
+
+def collect_leaderboard(records_dir: str | Path) -> Leaderboard:
+    """Read every record under ``records_dir`` and arrange them into tables (nothing is written)."""
+    records_dir = Path(records_dir)
+    if not records_dir.is_dir():
+        raise MibenchError(f"records folder {str(records_dir)!r} does not exist (expected results records "
+                           f"as <anything>/{RECORD_NAME} below it)")
+    entries, unreadable, skipped = _read_entries(records_dir)
+    excluded = [e for e in entries if e.reasons]
+    rankable: dict[tuple[str, str, str], list[Entry]] = {}
+    for entry in entries:
+        if not entry.reasons:
+            rankable.setdefault((entry.track, *entry.identity), []).append(entry)
+    ranked: list[Entry] = []
+    for competing in rankable.values():
+        competing.sort(key=_created_order)
+        newest = competing[-1]
+        ranked.append(newest)
+        for older in competing[:-1]:
+            older.reasons.append(f"superseded by {newest.record} (created {newest.created})")
+            excluded.append(older)
+
+    groups: dict[tuple[str, tuple[str, ...]], list[Entry]] = {}
+    for entry in ranked:
+        groups.setdefault((entry.track, entry.group), []).append(entry)
+    tables = []
+    for (track_name, group), members in sorted(groups.items()):
+        methods = sorted({e.method for e in members}, key=lambda m: (m.casefold(), m))
+        tables.append(Table(track=TRACKS[track_name], group=group, title=members[0].group_title,
+                            columns=_column_labels(members), methods=methods,
+                            cells={(e.method, e.column_key): e for e in members}))
+    excluded.sort(key=lambda e: (e.record, e.method))
+    plots = {e.record: _plot_name(e) for e in sorted(ranked, key=lambda e: e.record) if e.plot is not None}
+    return Leaderboard(tables=tables, excluded=excluded, unreadable=unreadable, skipped=skipped, plots=plots)
+
+
+def render_files(leaderboard: Leaderboard) -> dict[str, bytes]:
+    """Every output file, by its path relative to the output folder."""
+    from mibench.leaderboard.render import render_csv, render_html, render_latex, render_markdown
+
+    files = {
+        "leaderboard.md": render_markdown(leaderboard).encode("utf-8"),
+        "leaderboard.tex": render_latex(leaderboard).encode("utf-8"),
+        "leaderboard.csv": render_csv(leaderboard).encode("utf-8"),
+        "index.html": render_html(leaderboard).encode("utf-8"),
+    }
+    sources = {e.record: e.plot for t in leaderboard.tables for e in t.cells.values() if e.plot is not None}
+    for record, name in leaderboard.plots.items():
+        files[name] = sources[record].read_bytes()
+    return files
+
+
+def _existing_plots(out_dir: Path) -> list[Path]:
+    folder = out_dir / PLOTS_DIR
+    return sorted(p for p in folder.glob("*.png") if p.is_file()) if folder.is_dir() else []
+
+
+def build_leaderboard(records_dir: str | Path = DEFAULT_RECORDS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR) -> BuildResult:
+    """Write ``leaderboard.md``, ``leaderboard.tex``, ``leaderboard.csv``, ``index.html`` and ``plots/``.
+
+    Files whose content is unchanged are not rewritten; plots under ``plots/`` that no ranked record uses
+    any more are removed (the builder owns that folder). Other files in ``out_dir`` are left alone.
+    """
+    leaderboard = collect_leaderboard(records_dir)
+    files = render_files(leaderboard)
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for name, data in files.items():
+        target = out_dir / name
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
+        written.append(target)
+    removed = [p for p in _existing_plots(out_dir) if f"{PLOTS_DIR}/{p.name}" not in files]
+    for path in removed:
+        path.unlink()
+    return BuildResult(leaderboard, out_dir, written, removed)
+
+
+def check_leaderboard(records_dir: str | Path = DEFAULT_RECORDS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR) -> list[str]:
+    """What differs between a fresh build and the files in ``out_dir`` (empty: up to date). Writes nothing."""
+    files = render_files(collect_leaderboard(records_dir))
+    out_dir = Path(out_dir)
+    problems = []
+    for name, data in files.items():
+        target = out_dir / name
+        if not target.is_file():
+            problems.append(f"{target}: missing")
+        elif target.read_bytes() != data:
+            problems.append(f"{target}: differs from a fresh build")
+    for path in _existing_plots(out_dir):
+        if f"{PLOTS_DIR}/{path.name}" not in files:
+            problems.append(f"{path}: no ranked record uses this plot any more")
+    return problems

@@ -1,0 +1,154 @@
+"""What the leaderboard knows about each track: how to read a record, and what its table shows.
+
+A record names its track in its ``track`` field. Each track registered in :data:`TRACKS` turns one
+record file into an :class:`Entry` -- the row label, the column it belongs to (its comparability key),
+the table it belongs to, its metric values, and the reasons it must not be ranked (if any). Everything
+after that (grouping, de-duplication, best-per-column, rendering) is track-agnostic, so a new track is one
+more :class:`Track` passed to :func:`register_track`; records whose track has none are skipped with a note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mibench.errors import MibenchError
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number shown per (method, column): a table of its own in every output format."""
+
+    name: str
+    higher_is_better: bool
+    description: str
+
+
+@dataclass
+class Entry:
+    """One record as the leaderboard sees it."""
+
+    track: str
+    record: str  # the record's path relative to the records folder (POSIX separators)
+    method: str  # row label
+    task: str
+    model: str
+    group: tuple[str, ...]  # records share a table only if this agrees (sort key of the tables)
+    group_title: str
+    column_key: str  # records share a column only if this agrees (the comparability key)
+    column_details: str  # what, besides task and model, the column key pins (shown under each table)
+    values: dict[str, tuple[float, float | None]]  # metric name -> (value, standard error)
+    created: str
+    plot: Path | None = None  # the record's faithfulness plot, if it has one
+    reasons: list[str] = field(default_factory=list)  # why it is not ranked; empty: ranked
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """Two entries with the same identity compete for the same cell; only the newest is ranked."""
+        return (self.method, self.column_key)
+
+
+@dataclass(frozen=True)
+class Track:
+    name: str
+    title: str
+    metrics: tuple[Metric, ...]
+    #: (record file, path relative to the records folder) -> entry; raises MibenchError for an invalid record
+    read: Callable[[Path, str], Entry]
+
+
+# -------------------------------------------------------------------------------------- circuit track
+CPR = Metric("CPR", True, "circuit performance ratio: area under the faithfulness curve (signed ranking)")
+CMD = Metric("CMD", False, "circuit-model distance: area between the faithfulness curve and 1 (absolute ranking)")
+
+
+def current_scorer_version() -> str:
+    from mibench.circuits.scorer import SCORER_VERSION
+
+    return SCORER_VERSION
+
+
+def current_task_comparability(task_id: str) -> int | None:
+    """The comparability (major) version of the registered task card, or None if no such task is registered."""
+    from mibench.data.registry import UnknownTaskError, get_card
+
+    try:
+        return get_card(task_id).version.comparability
+    except UnknownTaskError:
+        return None
+
+
+def method_label(method_id: str, ablation: str) -> str:
+    """MIB names a method by its id and, unless it is counterfactual patching, its ablation: ``eap (mean)``."""
+    return method_id if ablation == "patching" else f"{method_id} ({ablation})"
+
+
+def _plot_path(record_file: Path, artifact: str | None) -> Path | None:
+    """The plot beside the record; a name that leaves the record's folder is ignored (records arrive by PR)."""
+    if not artifact:
+        return None
+    folder = record_file.parent.resolve()
+    candidate = (folder / artifact).resolve()
+    if candidate.parent != folder or candidate.suffix.lower() != ".png" or not candidate.is_file():
+        return None
+    return candidate
+
+
+def read_circuit_entry(path: Path, rel: str) -> Entry:
+    from mibench.results.record import comparability_key, read_record
+
+    try:
+        record = read_record(path)
+    except MibenchError as exc:  # say where, with the path as the reader of the tables knows it
+        message = str(exc)
+        raise MibenchError(rel + message[len(str(path)):] if message.startswith(str(path)) else message) from None
+    task, model, scorer, method = record.task, record.model, record.scorer, record.method
+    reasons: list[str] = []
+    if not record.leaderboard_eligible:
+        notes = "; ".join(record.eligibility_notes) or "no reason recorded"
+        reasons.append(f"not leaderboard-eligible: {notes}")
+    current_scorer = current_scorer_version()
+    if scorer.version != current_scorer:
+        reasons.append(f"stale: scored with scorer {scorer.version}; the current scorer is {current_scorer}")
+    major = task.version.split(".")[0]
+    current_major = current_task_comparability(task.id)
+    if current_major is None:
+        reasons.append(f"task {task.id!r} is not registered here, so its version cannot be checked")
+    elif major != str(current_major):
+        reasons.append(f"stale: task {task.id} version {task.version}; the current task card is "
+                       f"comparability version {current_major}")
+    expected_key = comparability_key(task, model, scorer, method.level)
+    if record.comparability_key != expected_key:
+        reasons.append(f"comparability_key {record.comparability_key!r} does not match the record's own fields "
+                       f"({expected_key!r})")
+    revision = model.revision or "local"
+    return Entry(
+        track="circuit",
+        record=rel,
+        method=method_label(method.id, method.ablation),
+        task=task.id,
+        model=model.id,
+        group=(method.level, task.split, scorer.version),
+        group_title=f"{method.level} level, {task.split} split, scorer {scorer.version}",
+        column_key=record.comparability_key,
+        column_details=f"task version {major}, counterfactual {task.counterfactual}, model revision {revision}",
+        values={"CPR": (record.metrics.cpr, record.metrics.cpr_stderr),
+                "CMD": (record.metrics.cmd, record.metrics.cmd_stderr)},
+        created=record.created,
+        plot=_plot_path(path, record.artifacts.get("plot")),
+        reasons=reasons,
+    )
+
+
+CIRCUIT_TRACK = Track(name="circuit", title="Circuit localization", metrics=(CPR, CMD), read=read_circuit_entry)
+
+#: Tracks with a leaderboard table, by the value of a record's ``track`` field.
+TRACKS: dict[str, Track] = {CIRCUIT_TRACK.name: CIRCUIT_TRACK}
+
+
+def register_track(track: Track) -> None:
+    """Give another track (e.g. causal variable localization) its tables; its records stop being skipped."""
+    if track.name in TRACKS and TRACKS[track.name] is not track:
+        raise ValueError(f"track {track.name!r} already has a leaderboard table")
+    TRACKS[track.name] = track

@@ -1,0 +1,151 @@
+"""``submission.yaml``: who submits what, validated field by field.
+
+Example (importance files for two models and two tasks)::
+
+    method: Random scores
+    description: Every edge gets an independent standard-normal score.
+    authors: [Ada Lovelace]
+    paper: null
+    license: CC-BY-4.0
+    contact: ada@example.org
+    track: circuit
+    contains: importances        # importances | circuits | plugin
+    models: [gpt2-tasks, llama-tasks]
+    tasks: [ioi, mcqa]
+    level: edge                  # optional: the level every file must hold
+
+A plugin submission names the method instead of shipping files::
+
+    contains: plugin
+    plugin: {distribution: acme-mib, method: "acme:my-method", version: "0.3.1"}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CARD_FILE = "submission.yaml"
+
+_DISTRIBUTION = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_NAMESPACED_METHOD = re.compile(r"[a-z][a-z0-9_\-]*:[a-z0-9][a-z0-9\-]*")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a submission: which file, which field in it (if any), and what."""
+
+    file: str
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.message}" if self.field else f"{self.file}: {self.message}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+class PluginReference(_Strict):
+    distribution: str = Field(description="the pip-installable distribution that provides the method")
+    method: str = Field(description="the method's namespaced id, 'namespace:method'")
+    version: str | None = None
+    url: str | None = Field(default=None, description="where the code lives (repository or package page)")
+
+    @field_validator("distribution")
+    @classmethod
+    def _distribution_name(cls, value: str) -> str:
+        if not _DISTRIBUTION.fullmatch(value):
+            raise ValueError(f"not a valid distribution name: {value!r}")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _namespaced(cls, value: str) -> str:
+        if not _NAMESPACED_METHOD.fullmatch(value):
+            raise ValueError(f"a plugin method id is 'namespace:method' in lower case (e.g. 'acme:my-method'), "
+                             f"got {value!r}")
+        from mibench.plugins import RESERVED_NAMESPACES
+
+        if value.split(":")[0] in RESERVED_NAMESPACES:
+            raise ValueError(f"namespace {value.split(':')[0]!r} is reserved")
+        return value
+
+
+class SubmissionCard(_Strict):
+    method: str = Field(description="the method's display name")
+    description: str | None = None
+    authors: list[str] = Field(min_length=1)
+    paper: str | None = Field(default=None, description="URL or citation of the paper, if any")
+    license: str
+    contact: str
+    track: Literal["circuit", "causal"]
+    contains: Literal["importances", "circuits", "plugin"]
+    models: list[str] = Field(min_length=1)
+    tasks: list[str] = Field(min_length=1)
+    level: Literal["edge", "node", "neuron"] | None = None
+    plugin: PluginReference | None = None
+
+    @field_validator("method", "license", "contact")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        return _non_blank(value)
+
+    @field_validator("authors", "models", "tasks")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        for i, item in enumerate(value):
+            if not item.strip():
+                raise ValueError(f"entry {i} is empty")
+        duplicates = sorted({item for item in value if value.count(item) > 1})
+        if duplicates:
+            raise ValueError(f"listed more than once: {', '.join(duplicates)}")
+        return value
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """pydantic's location as people write it: ``plugin.method``, ``models[1]``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def load_submission_card(path: str | Path) -> tuple[SubmissionCard | None, list[Problem]]:
+    """Read and validate ``submission.yaml``; every problem names the file and the field."""
+    import yaml
+
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, [Problem(where, None, f"missing: every submission folder needs a {CARD_FILE}")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(where, None, f"cannot read: {exc}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(where, None, f"not valid YAML: {' '.join(str(exc).split())}")]
+    if not isinstance(raw, dict):
+        return None, [Problem(where, None, "expected a mapping of fields (method, authors, ...) at the top level")]
+    try:
+        return SubmissionCard.model_validate(raw), []
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                allowed = ", ".join(SubmissionCard.model_fields) if len(err["loc"]) == 1 else None
+                message = "unknown field" + (f" (allowed: {allowed})" if allowed else "")
+            problems.append(Problem(where, field_path(err["loc"]) or None, message))
+        return None, problems

@@ -1,0 +1,99 @@
+"""Score a checked submission into results records, exactly as ``mibench score`` / ``mibench evaluate`` would.
+
+Importance files are scored with :func:`mibench.circuits.run.run_evaluation` (one record per cell); the
+record's method id becomes ``submission:<folder name>`` and its file path is written relative to the
+submissions folder, so records from different machines agree. A plugin submission is evaluated by running
+its (installed) method on every task x model pair of the card. Records go to
+``<output_dir>/<submission name>/<task>/<model>/<run>/record.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mibench.errors import MibenchError
+from mibench.submissions.card import Problem
+from mibench.submissions.check import SubmissionReport, inspect_submission
+
+SUBMISSION_NAMESPACE = "submission"
+
+
+class InvalidSubmissionError(MibenchError):
+    """The submission did not pass the checker; ``problems`` lists why."""
+
+    def __init__(self, path: str | Path, problems: list[Problem]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        super().__init__(f"{self.path}: the submission has {len(self.problems)} problem(s), e.g. {self.problems[0]} "
+                         f"(see 'mibench submission check {self.path}')")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problems))
+
+
+def submission_method_id(report: SubmissionReport) -> str:
+    return f"{SUBMISSION_NAMESPACE}:{report.name}"
+
+
+def evaluate_submission(
+    path: str | Path,
+    output_dir: str | Path = "results",
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    seed: int = 0,
+    bootstrap: int = 1000,
+    batch_size: int = 32,
+    device: str = "cpu",
+    dtype: str | None = None,
+    progress: bool | None = None,
+) -> list:
+    """Check the submission, then score it; returns one ``EvaluationResult`` per cell.
+
+    Raises :class:`InvalidSubmissionError` if the checker finds problems.
+    """
+    from mibench.circuits.run import EvaluationRequest, run_evaluation
+
+    report = inspect_submission(path)
+    if report.problems:
+        raise InvalidSubmissionError(path, report.problems)
+    card = report.card
+    assert card is not None
+    if card.contains == "circuits":
+        raise MibenchError(f"{path}: scoring multiple-circuit submissions is not supported yet; the scorer "
+                           "evaluates importance files (contains: importances) and methods (contains: plugin)")
+    out = Path(output_dir) / report.name
+    common = {"split": split, "limit": limit, "seed": seed, "bootstrap": bootstrap, "batch_size": batch_size,
+              "device": device, "dtype": dtype, "output_dir": str(out), "progress": progress, "level": card.level,
+              "invocation": ["mibench", "submission", "evaluate", str(path)]}
+    results = []
+    if card.contains == "plugin":
+        assert card.plugin is not None
+        from mibench.submissions.models import resolve_model
+
+        for task in card.tasks:
+            for model in card.models:
+                request = EvaluationRequest(task=task, model=resolve_model(model).source, method=card.plugin.method,
+                                            **common)
+                results.append(run_evaluation(request))
+        return results
+    root = report.path.resolve().parent
+    for cell in report.cells:
+        request = EvaluationRequest(task=cell.task, model=cell.model.source, circuit_file=str(cell.files[0]),
+                                    **common)
+        result = run_evaluation(request)
+        _relabel(result, submission_method_id(report), cell.files[0].resolve().relative_to(root).as_posix())
+        results.append(result)
+    return results
+
+
+def _relabel(result, method_id: str, file: str) -> None:
+    """Name the method after the submission (not the file) and rewrite the record and its plot."""
+    from mibench.circuits.report import plot_faithfulness
+    from mibench.results.record import write_record
+
+    record = result.record
+    record.method = record.method.model_copy(update={"id": method_id, "file": file})
+    if "plot" in record.artifacts:
+        plot_faithfulness(record, result.folder / record.artifacts["plot"])
+    write_record(record, result.record_path)

@@ -1,0 +1,292 @@
+"""Leaderboard build: ranking per comparability key, exclusions, superseded records, formats, determinism."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mibench.circuits.scorer import SCORER_VERSION
+from mibench.commands_leaderboard import leaderboard_arguments, run_leaderboard
+from mibench.data.registry import get_card
+from mibench.errors import MibenchError
+from mibench.leaderboard import build_leaderboard, check_leaderboard, collect_leaderboard
+from mibench.results.record import (
+    CircuitMetrics,
+    CircuitRecord,
+    CurveRecord,
+    EnvironmentInfo,
+    MethodInfo,
+    ModelInfo,
+    ScorerInfo,
+    TaskInfo,
+    comparability_key,
+    write_record,
+)
+
+FRACTIONS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+FAKE_PNG = b"\x89PNG\r\n\x1a\n" + b"not really an image"
+OUTPUTS = ("leaderboard.md", "leaderboard.tex", "leaderboard.csv", "index.html")
+
+
+def _curve(ranking: str, level: float) -> CurveRecord:
+    return CurveRecord(ranking=ranking, fractions=FRACTIONS, nominal_sizes=[int(f * 1000) for f in FRACTIONS],
+                       edge_counts=[float(int(f * 1000)) for f in FRACTIONS],
+                       faithfulness=[min(1.0, level + f) for f in FRACTIONS[:-1]] + [1.0],
+                       mean_logit_difference=[2.0] * len(FRACTIONS))
+
+
+def make_record(method: str = "eap", task: str = "ioi", model: str = "gpt2-tasks", cpr: float = 0.5,
+                cmd: float = 0.2, *, stderr: float | None = 0.01, ablation: str = "patching", level: str = "edge",
+                split: str = "test", counterfactual: str | None = None, revision: str | None = None,
+                created: str = "2025-06-01T12:00:00+00:00", eligible: bool = True, notes: tuple[str, ...] = (),
+                scorer_version: str = SCORER_VERSION, task_version: str | None = None) -> CircuitRecord:
+    """A valid circuit record with made-up numbers (nothing is run)."""
+    try:
+        card = get_card(task)
+        version, default_cf = str(card.version), card.default_counterfactual
+    except MibenchError:
+        version, default_cf = "1.0", "default"
+    task_info = TaskInfo(id=task, version=task_version or version, split=split,
+                         counterfactual=counterfactual or default_cf, n_examples=500, data_hash="sha256:0123456789abcdef")
+    model_info = ModelInfo(id=model, revision=revision, dtype="float32", family="gpt2", n_layers=3, n_heads=6,
+                           d_model=192, n_edges=1000)
+    scorer = ScorerInfo(version=scorer_version, fractions=FRACTIONS, bootstrap_replicates=1000)
+    metrics = CircuitMetrics(cpr=cpr, cpr_stderr=stderr, cmd=cmd, cmd_stderr=stderr, full_logit_difference=2.0,
+                             empty_logit_difference=-1.0, n_items=1000, signed=_curve("signed", cpr / 2),
+                             absolute=_curve("absolute", 1 - cmd))
+    return CircuitRecord(
+        created=created, invocation=["mibench", "evaluate"],
+        environment=EnvironmentInfo(mibench_version="0.0.0", git_commit=None, python="3.12", packages={},
+                                    hardware={}),
+        model=model_info, task=task_info, method=MethodInfo(id=method, level=level, ablation=ablation),
+        scorer=scorer, seed=0, timings={"evaluation": 1.0}, metrics=metrics,
+        comparability_key=comparability_key(task_info, model_info, scorer, level),
+        leaderboard_eligible=eligible, eligibility_notes=list(notes),
+    )
+
+
+def save(records_dir, record: CircuitRecord, run: str | None = None, plot: bool = True):
+    """Write ``record`` (and a stand-in plot) where ``mibench evaluate`` would put it."""
+    run = run or f"{record.method.id}_{record.method.level}_{record.method.ablation}_{record.task.split}_seed0"
+    folder = records_dir / record.task.id / record.model.id.replace("/", "__") / run
+    folder.mkdir(parents=True, exist_ok=True)
+    if plot:
+        (folder / "faithfulness.png").write_bytes(FAKE_PNG + run.encode())
+        record.artifacts["plot"] = "faithfulness.png"
+    write_record(record, folder / "record.json")
+    return folder / "record.json"
+
+
+@pytest.fixture
+def records(tmp_path):
+    """Two methods on three (task, model) cells, plus a random baseline on one."""
+    root = tmp_path / "records"
+    for method, shift in (("eap", 0.0), ("eap-ig-inputs", 0.1)):
+        save(root, make_record(method, "ioi", "gpt2-tasks", cpr=0.6 + shift, cmd=0.3 - shift))
+        save(root, make_record(method, "mcqa", "gpt2-tasks", cpr=0.9 - shift, cmd=0.1 + shift))
+        save(root, make_record(method, "ioi", "llama-tasks", cpr=0.4 + shift, cmd=0.5 - shift, stderr=None))
+    save(root, make_record("random", "ioi", "gpt2-tasks", cpr=0.01, cmd=0.75), plot=False)
+    return root
+
+
+def _outputs(folder) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_tables_rank_per_column_and_mark_the_best(records, tmp_path):
+    out = tmp_path / "site"
+    result = build_leaderboard(records, out)
+    board = result.leaderboard
+    assert len(board.tables) == 1 and board.n_ranked == 7
+    table = board.tables[0]
+    assert [c.label for c in table.columns] == ["ioi / gpt2-tasks", "ioi / llama-tasks", "mcqa / gpt2-tasks"]
+    assert table.methods == ["eap", "eap-ig-inputs", "random"]
+    cpr, cmd = table.track.metrics
+    assert table.best(cpr, table.columns[0]) == {"eap-ig-inputs"}  # higher CPR wins
+    assert table.best(cmd, table.columns[2]) == {"eap"}  # lower CMD wins
+
+    markdown = (out / "leaderboard.md").read_text()
+    assert "| eap-ig-inputs | **0.700 ± 0.010** | **0.500** | 0.800 ± 0.010 |" in markdown
+    assert "| random | 0.010 ± 0.010 |  |  |" in markdown
+    assert "### CPR (higher is better)" in markdown and "### CMD (lower is better)" in markdown
+    assert "ioi@1|test|s2_io_flip|scorer@" in markdown
+
+    latex = (out / "leaderboard.tex").read_text()
+    assert r"\textbf{0.700 $\pm$ 0.010}" in latex and r"ioi / gpt2-tasks" in latex and r"eap-ig-inputs" in latex
+    assert r"\begin{tabular}{lrrr}" in latex
+
+    rows = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
+    assert len(rows) == 14  # 7 ranked records x 2 metrics
+    best = {(r["method"], r["task"], r["model"]) for r in rows if r["metric"] == "CPR" and r["best"] == "true"}
+    assert best == {("eap-ig-inputs", "ioi", "gpt2-tasks"), ("eap-ig-inputs", "ioi", "llama-tasks"),
+                    ("eap", "mcqa", "gpt2-tasks")}
+    assert float(next(r for r in rows if r["method"] == "random" and r["metric"] == "CMD")["value"]) == 0.75
+
+    page = (out / "index.html").read_text()
+    assert page.count('<table class="sortable">') == 2 and "addEventListener" in page
+    assert "http://" not in page and "https://" not in page  # works offline: no external assets
+    plots = sorted((out / "plots").iterdir())
+    assert len(plots) == 6  # the random baseline's record has no plot
+    for plot in plots:
+        assert f'src="plots/{plot.name}"' in page and f"(plots/{plot.name})" in markdown
+    assert {p.read_bytes()[:8] for p in plots} == {FAKE_PNG[:8]}
+
+
+def test_build_is_byte_identical_and_independent_of_where_records_live(records, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    build_leaderboard(records, first)
+    moved = shutil.copytree(records, tmp_path / "elsewhere" / "deeper" / "records")
+    build_leaderboard(moved, second)
+    assert _outputs(first) == _outputs(second)
+    assert set(_outputs(first)) >= set(OUTPUTS)
+    again = build_leaderboard(records, first)
+    assert again.written == [] and again.removed == []  # nothing changed, nothing rewritten
+    for name in OUTPUTS:
+        assert str(tmp_path) not in (first / name).read_text()
+
+
+def test_ineligible_stale_and_inconsistent_records_are_listed_with_reasons(tmp_path):
+    root = tmp_path / "records"
+    save(root, make_record("eap", cpr=0.5))
+    save(root, make_record("limited", eligible=False, notes=("evaluated on the first 10 examples only (--limit)",)))
+    save(root, make_record("old-scorer", scorer_version="0.1"))
+    save(root, make_record("old-task", task_version="0.3"))
+    save(root, make_record("elsewhere", task="not-a-task"))
+    tampered = make_record("tampered")
+    tampered.comparability_key = tampered.comparability_key.replace("gpt2-tasks", "gpt2")
+    save(root, tampered)
+    out = tmp_path / "site"
+    board = build_leaderboard(root, out).leaderboard
+    assert board.tables[0].methods == ["eap"]
+    reasons = {e.method: "; ".join(e.reasons) for e in board.excluded}
+    assert reasons["limited"] == "not leaderboard-eligible: evaluated on the first 10 examples only (--limit)"
+    assert reasons["old-scorer"].startswith(f"stale: scored with scorer 0.1; the current scorer is {SCORER_VERSION}")
+    assert "stale: task ioi version 0.3" in reasons["old-task"]
+    assert "'not-a-task' is not registered" in reasons["elsewhere"]
+    assert "does not match the record's own fields" in reasons["tampered"]
+    markdown = (out / "leaderboard.md").read_text()
+    assert "## Not ranked" in markdown and "--limit" in markdown
+    assert len(list((out / "plots").iterdir())) == 1  # only the ranked record's plot is published
+
+
+def test_newest_record_wins_a_cell_and_the_other_is_superseded(tmp_path):
+    root = tmp_path / "records"
+    save(root, make_record("eap", cpr=0.3, created="2025-05-01T00:00:00+00:00"), run="old")
+    save(root, make_record("eap", cpr=0.4, created="2025-06-01T00:00:00+00:00"), run="new")
+    # a newer record that may not be ranked does not displace the older eligible one
+    save(root, make_record("eap", cpr=0.9, created="2025-07-01T00:00:00+00:00", eligible=False, notes=("x",)),
+         run="newest-ineligible")
+    # the same method with another ablation is another row, not a duplicate
+    save(root, make_record("eap", cpr=0.2, ablation="mean"), run="mean")
+    board = collect_leaderboard(root)
+    table = board.tables[0]
+    assert table.methods == ["eap", "eap (mean)"]
+    assert table.cell("eap", table.columns[0]).values["CPR"][0] == 0.4
+    superseded = [e for e in board.excluded if any(r.startswith("superseded") for r in e.reasons)]
+    assert [e.record for e in superseded] == ["ioi/gpt2-tasks/old/record.json"]
+    assert superseded[0].reasons == ["superseded by ioi/gpt2-tasks/new/record.json (created 2025-06-01T00:00:00+00:00)"]
+
+
+def test_comparability_keys_are_never_mixed(tmp_path):
+    root = tmp_path / "records"
+    save(root, make_record("eap", counterfactual="s2_io_flip"), run="a")
+    save(root, make_record("eap", counterfactual="abc"), run="b")  # same task and model, other key
+    save(root, make_record("eap", revision="abc123"), run="c")
+    save(root, make_record("eap", split="private_test"), run="d")  # other split: other table
+    save(root, make_record("eap", level="node"), run="e")  # other level: other table
+    board = collect_leaderboard(root)
+    assert [t.title for t in board.tables] == [
+        f"edge level, private_test split, scorer {SCORER_VERSION}",
+        f"edge level, test split, scorer {SCORER_VERSION}",
+        f"node level, test split, scorer {SCORER_VERSION}",
+    ]
+    columns = board.tables[1].columns
+    assert len(columns) == 3 and len({c.key for c in columns}) == 3
+    assert len({c.label for c in columns}) == 3  # labels say what differs
+    assert any("counterfactual abc" in c.label for c in columns)
+    for table in board.tables:
+        for (method, key), entry in table.cells.items():
+            assert entry.column_key == key
+
+
+def test_unreadable_records_and_other_tracks_are_reported_not_fatal(records, tmp_path):
+    (records / "broken").mkdir()
+    (records / "broken" / "record.json").write_text("{not json")
+    (records / "invalid").mkdir()
+    (records / "invalid" / "record.json").write_text(json.dumps({"track": "circuit", "created": "x"}))
+    (records / "causal").mkdir()
+    (records / "causal" / "record.json").write_text(json.dumps({"track": "causal", "metrics": {"iia": 0.9}}))
+    out = tmp_path / "site"
+    board = build_leaderboard(records, out).leaderboard
+    assert board.n_ranked == 7
+    unreadable = dict(board.unreadable)
+    assert unreadable["broken/record.json"].startswith("cannot read results record: Expecting property name")
+    assert "field 'invocation': Field required" in unreadable["invalid/record.json"]
+    assert str(tmp_path) not in unreadable["invalid/record.json"]
+    note = "track 'causal' has no leaderboard table in this version; record skipped"
+    assert board.skipped == [("causal/record.json", note)]
+    markdown = (out / "leaderboard.md").read_text()
+    assert "## Unreadable records" in markdown and "## Records of other tracks" in markdown
+
+
+def test_plot_names_that_leave_the_record_folder_are_ignored(tmp_path):
+    root = tmp_path / "records"
+    (tmp_path / "secret.png").write_bytes(b"secret")
+    record = make_record()
+    path = save(root, record, plot=False)
+    record.artifacts["plot"] = "../../../../secret.png"
+    write_record(record, path)
+    board = collect_leaderboard(root)
+    assert board.n_ranked == 1 and board.plots == {}
+
+
+def test_empty_records_folder_gives_empty_tables_and_missing_folder_is_an_error(tmp_path):
+    (tmp_path / "records").mkdir()
+    build_leaderboard(tmp_path / "records", tmp_path / "site")
+    assert "No ranked records yet." in (tmp_path / "site" / "leaderboard.md").read_text()
+    with pytest.raises(MibenchError, match="does not exist"):
+        build_leaderboard(tmp_path / "nope", tmp_path / "site")
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    leaderboard_arguments(parser)
+    return run_leaderboard(parser.parse_args(list(argv)))
+
+
+def test_check_mode_detects_out_of_date_files(records, tmp_path, capsys):
+    out = tmp_path / "site"
+    args = ("build", "--records", str(records), "--out", str(out))
+    assert _cli(*args, "--check") == 1
+    assert "leaderboard.md: missing" in capsys.readouterr().out
+    assert _cli(*args) == 0
+    assert not (out / "leaderboard.md").with_suffix(".md.tmp").exists()
+    assert _cli(*args, "--check") == 0
+    assert check_leaderboard(records, out) == []
+
+    save(records, make_record("new-method", cpr=0.99))
+    problems = check_leaderboard(records, out)
+    assert f"{out / 'leaderboard.md'}: differs from a fresh build" in problems
+    assert any(p.startswith(str(out / "plots")) and p.endswith("missing") for p in problems)
+    assert _cli(*args) == 0 and check_leaderboard(records, out) == []
+
+    stray = out / "plots" / "old.png"
+    stray.write_bytes(FAKE_PNG)
+    assert check_leaderboard(records, out) == [f"{stray}: no ranked record uses this plot any more"]
+    result = build_leaderboard(records, out)
+    assert result.removed == [stray] and not stray.exists()
+    assert (out / "README.md").exists() is False  # nothing else is created or touched
+
+
+def test_command_module_is_torch_free():
+    code = ("import sys, mibench.commands_leaderboard, mibench.leaderboard, mibench.submissions.card, "
+            "mibench.submissions.models; assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
