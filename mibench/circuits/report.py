@@ -7,6 +7,11 @@ from pathlib import Path
 from mibench.results.record import CircuitRecord
 
 
+def _num(value: float) -> str:
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
 def _pm(value: float, stderr: float | None) -> str:
     return f"{value:.3f}" if stderr is None else f"{value:.3f} ± {stderr:.3f}"
 
@@ -46,14 +51,14 @@ def curve_table(record: CircuitRecord, table_format: str = "simple") -> str:
             "size %": f"{100 * fraction:g}",
             "items": m.signed.nominal_sizes[i],
             "edges (signed)": f"{m.signed.edge_counts[i]:g}",
-            "f signed": f"{m.signed.faithfulness[i]:.3f}",
+            "f signed": _num(m.signed.faithfulness[i]),
             "edges (abs)": f"{m.absolute.edge_counts[i]:g}",
-            "f abs": f"{m.absolute.faithfulness[i]:.3f}",
+            "f abs": _num(m.absolute.faithfulness[i]),
         }
         if m.baseline is not None:
-            row["f random"] = f"{m.baseline.faithfulness[i]:.3f}"
+            row["f random"] = _num(m.baseline.faithfulness[i])
         rows.append(row)
-    return tabulate(rows, headers="keys", tablefmt=table_format)
+    return tabulate(rows, headers="keys", tablefmt=table_format, disable_numparse=True, stralign="right")
 
 
 def plot_faithfulness(record: CircuitRecord, path: str | Path) -> bool:
