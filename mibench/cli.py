@@ -95,7 +95,31 @@ def _list_models(args: argparse.Namespace) -> int:
             "\nnodes = source nodes (input, attention heads, MLPs); dest. slots = q/k/v inputs of each head, "
             "MLP inputs and logits;\nedges = MIB edge count of the reference model's graph."
         )
+    _list_zoo_models(args)
     return 0
+
+
+def _list_zoo_models(args: argparse.Namespace) -> None:
+    """The embedded models shipped in the package, with test accuracy per task (from their cards)."""
+    from tabulate import tabulate
+
+    from mibench.graph.layout import GraphLayout
+    from mibench.zoo.catalog import DEFAULT_MODEL, list_models
+
+    rows = []
+    for model in list_models():
+        layout = GraphLayout(n_layers=model.layers, n_heads=model.heads, d_model=model.width)
+        accuracy = ", ".join(f"{task} {value:.3f}" for task, value in model.test_accuracy().items())
+        name = model.name + (" (default)" if model.name == DEFAULT_MODEL else "")
+        shape = f"L{model.layers} H{model.heads}" + (f"/KV{model.kv_heads}" if model.kv_heads != model.heads else "")
+        rows.append([name, model.family, f"{shape} d{model.width}", f"{model.parameters:,}",
+                     f"{model.size_bytes / 1e6:.1f} MB", layout.n_edges, accuracy])
+    if not rows:
+        return
+    headers = ["embedded model", "family", "shape", "params", "size", "edges", "test accuracy per task"]
+    wrap = [None] * 6 + [args.notes_width] if args.format in WRAPPED_FORMATS else None
+    print()
+    print(tabulate(rows, headers=headers, tablefmt=args.format, maxcolwidths=wrap, disable_numparse=True))
 
 
 def _list_tasks(args: argparse.Namespace) -> int:
@@ -138,7 +162,7 @@ def _list_methods(args: argparse.Namespace) -> int:
 
 # kind -> (one-line description, function). New kinds (tasks, methods, ...) are new entries here.
 LISTINGS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
-    "models": ("supported architecture families with MIB graph sizes", _list_models),
+    "models": ("supported architecture families with MIB graph sizes, and the embedded models", _list_models),
     "tasks": ("registered tasks: version, metric, counterfactual kinds, split sizes", _list_tasks),
     "methods": ("registered methods: levels, ablations, arguments, paper", _list_methods),
 }

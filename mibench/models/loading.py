@@ -75,15 +75,21 @@ def load_model(
     revision: str | None = None,
     load_tokenizer: bool = True,
 ) -> LoadedModel:
-    """Load ``model_id`` (hub id or local folder) with ``transformers`` and wrap it in its adapter.
+    """Load ``model_id`` (an embedded zoo model name, a local folder or a hub id) with ``transformers`` and
+    wrap it in its adapter.
 
+    A zoo name such as ``"gpt2-tasks"`` (see :mod:`mibench.zoo.catalog`) resolves to the model folder shipped
+    inside the package, so it loads offline; an existing local folder of the same name takes precedence.
     A hub id that cannot be fetched (no network, gated model) raises one error that names the model and
     says how to proceed offline, instead of a stack of connection retries.
     """
     from transformers import AutoModelForCausalLM
 
+    from mibench.zoo.catalog import is_zoo_model, model_names, model_path
+
     torch_dtype = resolve_dtype(dtype)
-    source = str(model_id)
+    name = str(model_id)
+    source = str(model_path(name)) if not Path(name).is_dir() and is_zoo_model(name) else name
     is_local = Path(source).is_dir()
     kwargs: dict[str, Any] = {"revision": revision} if revision and not is_local else {}
     if torch_dtype is not None:
@@ -98,8 +104,8 @@ def load_model(
         raise OSError(
             f"could not load model {source!r} from the Hugging Face hub ({exc.__class__.__name__}). "
             "If this machine is offline, download the model elsewhere and pass its local folder, "
-            "or use one of mibench's embedded models."
+            f"or use one of mibench's embedded models ({', '.join(model_names()) or 'none shipped'})."
         ) from exc
     model.to(device)
     model.eval()
-    return LoadedModel(adapter=adapter_for(model), tokenizer=tokenizer, model_id=source, revision=revision)
+    return LoadedModel(adapter=adapter_for(model), tokenizer=tokenizer, model_id=name, revision=revision)

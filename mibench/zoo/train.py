@@ -1,32 +1,66 @@
 """Train an embedded zoo model on the procedurally generated task suite (seeded, CPU-friendly).
 
-    python -m mibench.zoo.train --arch gpt2 --out mibench/zoo/models/gpt2-tasks
+    python -m mibench.zoo.train --arch gpt2 --steps 6000 --out mibench/zoo/models/gpt2-tasks
     python -m mibench.zoo.train --arch llama --tasks ioi induction --minutes 5 --out /tmp/llama-trial
 
-The model learns every task's answer token at the last prompt position (answer-only loss), on the clean
-prompts *and* every counterfactual prompt of the train split (each has its own correct answer), so it
-behaves on counterfactual inputs too. It is evaluated on the validation split while training and on the
-test split at the end; the folder it writes is an ordinary Hugging Face model folder (config, safetensors,
-tokenizer) plus ``zoo_card.json`` recording the arguments, time and accuracy per task and split.
+What the model learns: every task's answer token at the last prompt position (answer-only loss).
+
+Data: training examples are drawn *fresh* at every step from each task's generator, keeping only those whose
+split key falls in the ``train`` partition (see :mod:`mibench.data.splits`), so the model never sees a
+held-out name pair, operand pair or (object, colour) pair, and cannot memorise a fixed pool either. Each
+drawn example also contributes the counterfactual prompts that keep its split key (listed in
+:data:`SAME_KEY_COUNTERFACTUALS`, e.g. MCQA's other-letter prompts), so the model answers counterfactual
+inputs correctly too. Counterfactuals that change the key (IOI's ``random_names``, arithmetic's and
+induction's ``random``) are left out: they could carry a held-out key, and they are ordinary prompts of
+the task, whose distribution the clean draws already cover.
+
+Steps: one optimizer step takes a sub-batch of ``--batch-size`` prompts from *every* task (each task's
+prompts padded only among themselves) and averages the per-task losses with ``--task-weights``; an optional
+sub-batch of an auxiliary copy sentence (``--copy-fraction``) helps small models leave the initial plateau.
+AdamW with a linear warm-up, then (with ``--steps``) a cosine decay to ``--min-lr`` times the peak.
+
+Evaluation: accuracy (argmax over the whole vocabulary == answer token at the last prompt token) on the
+card-sized validation split every ``--eval-every`` steps, and on validation and test at the end.
+
+Reproducibility: everything is seeded (``--seed``); with ``--steps`` (and no early stop from ``--target``)
+a run is a fixed sequence of batches and updates, so the same command, torch version and thread count
+reproduce the same weights. ``--minutes`` is a safety cap only.
+
+Output: an ordinary Hugging Face model folder (config, safetensors, tokenizer) plus ``zoo_card.json``
+recording the command line arguments, steps, wall time, parameter count, accuracy per task and split,
+and the validation history.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import platform
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mibench.data.registry import list_cards, load_task
-from mibench.data.tokenization import answer_token, encode
+from mibench.data.splits import partition_of
+from mibench.data.tokenization import TokenizationError, answer_token, encode
 from mibench.zoo.vocab import build_tokenizer, words_of
 
 EVAL_SPLITS = ("validation", "test")
+#: Auxiliary sentence: copy the one answer word in context. Moving a word from its position to the last
+#: one is part of IOI's, MCQA's and induction's mechanisms; this easy signal shortens the initial plateau.
+COPY_TEMPLATE = "Everyone says that {} is nice , so I like"
+#: Counterfactual kinds whose prompt keeps the clean example's split key (same names, same (object,
+#: colour) pair), so training on them cannot leak a held-out key. Other kinds are not trained on.
+SAME_KEY_COUNTERFACTUALS: dict[str, tuple[str, ...]] = {
+    "ioi": ("s2_io_flip", "s1_io_flip", "s1_ioi_flip_s2_ioi_flip"),
+    "mcqa": ("answerPosition", "randomLetter", "answerPosition_randomLetter"),
+}
 
 
 @dataclass
@@ -52,9 +86,9 @@ def model_config(arch: str, vocab_size: int, *, layers: int, width: int, heads: 
                           bos_token_id=2, eos_token_id=2, pad_token_id=1)
     if arch == "llama":
         return LlamaConfig(vocab_size=vocab_size, num_hidden_layers=layers, hidden_size=width,
-                           num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=4 * width,
-                           max_position_embeddings=max_positions, bos_token_id=2, eos_token_id=2, pad_token_id=1,
-                           tie_word_embeddings=True)
+                           num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=width // heads,
+                           intermediate_size=4 * width, max_position_embeddings=max_positions,
+                           bos_token_id=2, eos_token_id=2, pad_token_id=1, tie_word_embeddings=True)
     raise ValueError(f"unknown architecture {arch!r} (gpt2 or llama)")
 
 
@@ -70,6 +104,61 @@ def task_data(tokenizer, examples, *, with_counterfactuals: bool) -> TaskData:
     return TaskData(prompts, answers)
 
 
+def train_items(task, rng: random.Random, cf_prob: float = 1.0) -> Iterator[tuple[str, str]]:
+    """An endless stream of (prompt, answer) from the task's train partition; each same-key counterfactual
+    of a drawn example follows it with probability ``cf_prob``."""
+    task_id = task.card.id
+    kinds = SAME_KEY_COUNTERFACTUALS.get(task_id, ())
+    while True:
+        key, example = task.draw(rng)
+        if partition_of(task_id, key) != "train":
+            continue
+        yield example.prompt, example.answer
+        for kind in kinds:
+            cf = example.counterfactuals.get(kind)
+            if cf is not None and cf.has_answer and rng.random() < cf_prob:
+                yield cf.prompt, cf.answer
+
+
+def copy_items(words: list[str], rng: random.Random) -> Iterator[tuple[str, str]]:
+    while True:
+        word = rng.choice(words)
+        yield COPY_TEMPLATE.format(word), " " + word
+
+
+class Stream:
+    """Draws tokenized sub-batches from an item stream, shuffling a small buffer so a clean prompt and its
+    counterfactuals do not always land in the same sub-batch."""
+
+    def __init__(self, items: Iterator[tuple[str, str]], tokenizer, rng: random.Random, buffer: int = 512):
+        self.items, self.tokenizer, self.rng = items, tokenizer, rng
+        self.buffer: list[tuple[str, str]] = [next(items) for _ in range(buffer)]
+        self.cache: dict[str, int] = {}
+        self.skipped = 0
+
+    def take(self, n: int) -> TaskData:
+        chosen = []
+        for _ in range(n):
+            i = self.rng.randrange(len(self.buffer))
+            chosen.append(self.buffer[i])
+            self.buffer[i] = next(self.items)
+        bos, unk = self.tokenizer.bos_token_id, self.tokenizer.unk_token_id
+        ids = self.tokenizer([p for p, _ in chosen], add_special_tokens=False)["input_ids"]
+        prompts, answers = [], []
+        for row, (prompt, answer) in zip(ids, chosen):
+            if answer not in self.cache:
+                try:
+                    self.cache[answer] = answer_token(self.tokenizer, answer, prompt)
+                except TokenizationError:
+                    self.cache[answer] = unk
+            if self.cache[answer] == unk or unk in row:
+                self.skipped += 1  # a word outside the vocabulary (collected from the card-sized splits)
+                continue
+            prompts.append([bos] + list(row))
+            answers.append(self.cache[answer])
+        return TaskData(prompts, answers)
+
+
 def batch_tensors(data: TaskData, indices: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids, attention mask and last-real-token positions for the chosen rows."""
     rows = [data.prompts[i] for i in indices]
@@ -82,9 +171,17 @@ def batch_tensors(data: TaskData, indices: list[int], pad_id: int) -> tuple[torc
     return ids, mask, mask.sum(-1) - 1
 
 
+def last_logits(model, data: TaskData, pad_id: int) -> torch.Tensor:
+    """Logits at each prompt's last real token (the unembedding is applied there only, which is cheaper)."""
+    ids, mask, last = batch_tensors(data, list(range(len(data.answers))), pad_id)
+    hidden = model.base_model(ids, attention_mask=mask).last_hidden_state
+    return model.get_output_embeddings()(hidden[torch.arange(len(data.answers)), last])
+
+
 @torch.no_grad()
 def accuracy(model, data: TaskData, pad_id: int, batch_size: int = 256) -> float:
     """Fraction of prompts whose argmax over the whole vocabulary is the answer token."""
+    was_training = model.training
     model.eval()
     correct = 0
     for start in range(0, len(data.answers), batch_size):
@@ -92,68 +189,158 @@ def accuracy(model, data: TaskData, pad_id: int, batch_size: int = 256) -> float
         ids, mask, last = batch_tensors(data, indices, pad_id)
         logits = model(ids, attention_mask=mask).logits[torch.arange(len(indices)), last]
         correct += int((logits.argmax(-1) == torch.tensor([data.answers[i] for i in indices])).sum())
-    model.train()
+    model.train(was_training)
     return correct / max(1, len(data.answers))
+
+
+def sinusoidal_positions(n_positions: int, width: int, std: float = 0.02) -> torch.Tensor:
+    """Sinusoidal position vectors (sin/cos pairs at geometric frequencies), scaled to GPT-2's init std.
+
+    Used as the *initial* value of GPT-2's learned position embeddings: moving from position p to p+k is
+    then one fixed linear map, so "attend k tokens back" (previous-token and induction heads) is easy to
+    learn early; the embeddings stay trainable.
+    """
+    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    frequency = torch.exp(-math.log(10_000.0) * torch.arange(0, width, 2, dtype=torch.float32) / width)
+    table = torch.zeros(n_positions, width)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)[:, : width // 2]
+    return table * std * math.sqrt(2.0)  # sin/cos have RMS 1/sqrt(2)
+
+
+def learning_rate(args: argparse.Namespace, step: int) -> float:
+    """Linear warm-up, then constant, or with ``--steps`` a cosine decay to ``min_lr * lr``."""
+    if step <= args.warmup:
+        return args.lr * step / args.warmup
+    if not args.steps:
+        return args.lr
+    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    return args.lr * (args.min_lr + (1 - args.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def adaptive_sizes(val: dict[str, float], batch_size: int, min_batch: int) -> dict[str, int]:
+    """Per-task sub-batch sizes for ``--adaptive``: the step's ``batch_size * n_tasks`` prompts are shared in
+    proportion to each task's validation error, with at least ``min_batch`` each so solved tasks stay solved."""
+    total = batch_size * len(val)
+    errors = {t: max(1e-3, 1.0 - a) for t, a in val.items()}
+    spare = total - min_batch * len(val)
+    return {t: min_batch + round(spare * e / sum(errors.values())) for t, e in errors.items()}
+
+
+def parse_weights(pairs: list[str] | None, task_ids: list[str]) -> dict[str, float]:
+    weights = {t: 1.0 for t in task_ids}
+    for pair in pairs or ():
+        task, _, value = pair.partition("=")
+        if task not in weights:
+            raise ValueError(f"--task-weights names {task!r}, which is not trained (tasks: {task_ids})")
+        weights[task] = float(value)
+    return weights
 
 
 def train(args: argparse.Namespace) -> dict:
     from transformers import AutoModelForCausalLM
 
+    setup_started = time.perf_counter()
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
     torch.set_num_threads(args.threads)
     task_ids = args.tasks or procedural_task_ids()
     tasks = {t: load_task(t) for t in task_ids}
+    weights = parse_weights(args.task_weights, task_ids)
     splits = {t: {s: task.examples(s, args.examples if s == "train" else None) for s in ("train", *EVAL_SPLITS)}
               for t, task in tasks.items()}
-    tokenizer = build_tokenizer(set().union(*(words_of(ex) for per in splits.values() for ex in per.values())))
+    words = set().union(*(words_of(ex, split_digits=args.split_digits) for per in splits.values() for ex in per.values()))
+    words |= set(COPY_TEMPLATE.format("").split())
+    tokenizer = build_tokenizer(words, split_digits=args.split_digits)
     pad_id = tokenizer.pad_token_id
-    train_data = {t: task_data(tokenizer, s["train"], with_counterfactuals=True) for t, s in splits.items()}
     eval_data = {t: {s: task_data(tokenizer, splits[t][s], with_counterfactuals=False) for s in EVAL_SPLITS}
                  for t in splits}
-    longest = max(len(p) for d in train_data.values() for p in d.prompts)
+    streams = {t: Stream(train_items(tasks[t], random.Random(f"{args.seed}:{t}"), args.cf_prob), tokenizer,
+                         random.Random(f"{args.seed}:{t}:buffer")) for t in task_ids}
+    answer_words = sorted({ex.answer.strip() for per in splits.values() for ex in per["train"]})
+    copy_stream = Stream(copy_items(answer_words, random.Random(f"{args.seed}:copy")), tokenizer,
+                         random.Random(f"{args.seed}:copy:buffer"))
+    longest = max(len(p) for per in eval_data.values() for d in per.values() for p in d.prompts)
 
     config = model_config(args.arch, len(tokenizer), layers=args.layers, width=args.width, heads=args.heads,
-                          kv_heads=args.kv_heads, max_positions=max(64, longest + 8))
+                          kv_heads=args.kv_heads, max_positions=max(64, 2 * longest))
     model = AutoModelForCausalLM.from_config(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if args.sinusoidal_positions:
+        if args.arch != "gpt2":
+            raise ValueError("--sinusoidal-positions applies to GPT-2's learned position embeddings only")
+        with torch.no_grad():
+            model.transformer.wpe.weight.copy_(sinusoidal_positions(*model.transformer.wpe.weight.shape))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                                  betas=(0.9, 0.98))
+    sizes = {t: args.batch_size for t in task_ids}
+    copy_size = round(args.copy_fraction * args.batch_size)
     started = time.perf_counter()
+    setup_seconds = started - setup_started
     history = []
     step = 0
+    stop_reason = "steps"
     model.train()
     while True:
         step += 1
-        lr_scale = min(1.0, step / args.warmup)
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * lr_scale
-        task = task_ids[step % len(task_ids)] if args.round_robin else rng.choice(task_ids)
-        data = train_data[task]
-        indices = [rng.randrange(len(data.answers)) for _ in range(args.batch_size)]
-        ids, mask, last = batch_tensors(data, indices, pad_id)
-        logits = model(ids, attention_mask=mask).logits[torch.arange(len(indices)), last]
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([data.answers[i] for i in indices]))
+            group["lr"] = learning_rate(args, step)
+        losses = {}
+        total_weight = sum(weights[t] * sizes[t] for t in task_ids)  # the step's loss is a weighted mean per prompt
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for t in task_ids:
+            data = streams[t].take(sizes[t])
+            if not data.answers:
+                continue
+            loss = torch.nn.functional.cross_entropy(last_logits(model, data, pad_id), torch.tensor(data.answers))
+            (loss * weights[t] * sizes[t] / total_weight).backward()
+            losses[t] = loss.item()
+        if copy_size:
+            data = copy_stream.take(copy_size)
+            loss = torch.nn.functional.cross_entropy(last_logits(model, data, pad_id), torch.tensor(data.answers))
+            (loss * args.copy_weight).backward()
+        if args.clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         optimizer.step()
         elapsed = time.perf_counter() - started
-        if step % args.eval_every == 0 or elapsed > args.minutes * 60:
+        out_of_time = elapsed > args.minutes * 60
+        last_step = bool(args.steps) and step >= args.steps
+        if step % args.eval_every == 0 or out_of_time or last_step:
             val = {t: accuracy(model, eval_data[t]["validation"], pad_id) for t in task_ids}
-            history.append({"step": step, "seconds": round(elapsed, 1), "validation": val})
-            print(f"step {step:6d}  {elapsed:7.1f}s  loss {loss.item():.3f}  "
-                  + "  ".join(f"{t} {a:.3f}" for t, a in val.items()), flush=True)
-            if min(val.values()) >= args.target or elapsed > args.minutes * 60:
-                break
+            history.append({"step": step, "seconds": round(elapsed, 1), "lr": learning_rate(args, step),
+                            "batch": dict(sizes),
+                            "loss": {t: round(v, 4) for t, v in losses.items()},
+                            "validation": val})
+            print(f"step {step:6d} {elapsed:7.1f}s lr {learning_rate(args, step):.1e} | "
+                  + " ".join(f"{t.removeprefix('arithmetic_')[:8]} {losses.get(t, math.nan):.3f}/{a:.3f}"
+                             for t, a in val.items()), flush=True)
+            if args.adaptive:
+                sizes = adaptive_sizes(val, args.batch_size, args.min_batch)
+            if min(val.values()) >= args.target:
+                stop_reason = "target"
+            elif out_of_time:
+                stop_reason = "minutes"
+            elif not last_step:
+                continue
+            break
     seconds = time.perf_counter() - started
     result = {
         "arch": args.arch,
-        "args": {k: v for k, v in vars(args).items() if k != "out"},
+        "args": {k: v for k, v in vars(args).items() if k not in ("out", "argv")},
+        "command": "python -m mibench.zoo.train " + " ".join(args.argv),
         "tasks": {t: str(tasks[t].card.version) for t in task_ids},
         "steps": step,
+        "stopped_by": stop_reason,
+        "skipped_unknown_words": {t: streams[t].skipped for t in task_ids},
         "train_seconds": round(seconds, 1),
+        "setup_seconds": round(setup_seconds, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "config": {"layers": args.layers, "width": args.width, "heads": args.heads,
+                   "kv_heads": args.kv_heads if args.arch == "llama" else args.heads,
+                   "vocab_size": len(tokenizer), "split_digits": args.split_digits},
         "accuracy": {t: {s: accuracy(model, eval_data[t][s], pad_id) for s in EVAL_SPLITS} for t in task_ids},
+        "eval_sizes": {t: {s: len(eval_data[t][s].answers) for s in EVAL_SPLITS} for t in task_ids},
         "history": history,
         "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {args.threads} threads",
     }
     if args.out:
         out = Path(args.out)
@@ -172,19 +359,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=192)
     parser.add_argument("--heads", type=int, default=6)
     parser.add_argument("--kv-heads", type=int, default=2, help="K/V heads (llama only; < heads gives GQA)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="prompts per task per step")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="after each evaluation, share each step's prompts among tasks by validation error")
+    parser.add_argument("--min-batch", type=int, default=8, help="smallest per-task sub-batch with --adaptive")
+    parser.add_argument("--task-weights", nargs="*", metavar="TASK=W", help="loss weight per task (default 1)")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--min-lr", type=float, default=0.1, help="final lr as a fraction of --lr (with --steps)")
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0 turns it off)")
+    parser.add_argument("--steps", type=int, default=0, help="optimizer steps (0: run until --minutes or --target)")
     parser.add_argument("--eval-every", type=int, default=250)
-    parser.add_argument("--target", type=float, default=0.98, help="stop when every task's validation accuracy reaches it")
-    parser.add_argument("--minutes", type=float, default=15.0, help="time budget")
-    parser.add_argument("--round-robin", action="store_true", help="cycle tasks instead of sampling them")
+    parser.add_argument("--target", type=float, default=1.01,
+                        help="stop early when every task's validation accuracy reaches it (default: never)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="time cap")
+    parser.add_argument("--copy-fraction", type=float, default=0.0,
+                        help="copy-sentence prompts per step, as a fraction of --batch-size (0 turns it off)")
+    parser.add_argument("--copy-weight", type=float, default=0.1, help="loss weight of the copy sub-batch")
+    parser.add_argument("--sinusoidal-positions", action="store_true",
+                        help="GPT-2: initialise the learned position embeddings with scaled sinusoids")
+    parser.add_argument("--cf-prob", type=float, default=1.0,
+                        help="probability that each same-key counterfactual of a drawn example is trained on")
+    parser.add_argument("--split-digits", action="store_true",
+                        help="tokenize numbers inside prompts digit by digit (answers stay one token)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--examples", type=int, help="train examples per task (default: the card's train size)")
+    parser.add_argument("--examples", type=int,
+                        help="train-split examples generated to collect the vocabulary (default: the card's size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="folder to write the trained model to")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
