@@ -35,3 +35,35 @@ def test_training_script_writes_a_model_folder_that_loads_through_the_adapter(tm
     example = load_task("ioi").examples("test", 1)[0]
     ids = torch.tensor([[loaded.tokenizer.bos_token_id] + loaded.tokenizer(example.prompt)["input_ids"]])
     assert loaded.model(ids).logits.shape[-1] == len(loaded.tokenizer)
+
+
+def test_split_digit_tokenizer_reads_operands_digit_by_digit_and_answers_whole():
+    examples = load_task("arithmetic_addition").examples("test", 30)
+    tokenizer = build_tokenizer(words_of(examples, split_digits=True), split_digits=True)
+    example = examples[0]
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(example.prompt, add_special_tokens=False)["input_ids"])
+    op1, op2 = str(example.variables["op1_tens"]), str(example.variables["op2_tens"])
+    assert pieces[5:7] == [op1, str(example.variables["op1_ones"])] and pieces[8] == op2
+    assert all(len(p) == 1 for p in pieces if p.isdigit())
+    for ex in examples:
+        token = answer_token(tokenizer, ex.answer, ex.id)
+        assert tokenizer.convert_ids_to_tokens(token) == ex.answer.strip()
+
+
+def test_training_stream_never_yields_a_held_out_split_key():
+    import random
+    import re
+
+    from mibench.data.splits import partition_of
+    from mibench.zoo.train import train_items
+
+    stream = train_items(load_task("arithmetic_addition"), random.Random(0))
+    for _ in range(300):
+        prompt, answer = next(stream)
+        a, b = sorted(int(x) for x in re.findall(r"\d+", prompt))
+        assert partition_of("arithmetic_addition", f"{a}|{b}") == "train" and int(answer) == a + b
+    stream = train_items(load_task("mcqa"), random.Random(0))
+    for _ in range(300):
+        prompt, _ = next(stream)
+        obj, color = re.match(r"Question: The (\w+) is (\w+)\.", prompt).groups()
+        assert partition_of("mcqa", f"{obj}|{color}") == "train"
