@@ -1,7 +1,11 @@
 """Train an embedded zoo model on the procedurally generated task suite (seeded, CPU-friendly).
 
-    python -m mibench.zoo.train --arch gpt2 --steps 6000 --out mibench/zoo/models/gpt2-tasks
+    python -m mibench.zoo.train --arch llama --layers 3 --width 192 --heads 6 --kv-heads 2 --batch-size 32 \
+        --adaptive --lr 3e-3 --steps 3500 --minutes 30 --split-digits --threads 1 --out /tmp/llama-tasks
     python -m mibench.zoo.train --arch llama --tasks ioi induction --minutes 5 --out /tmp/llama-trial
+
+(mibench/zoo/models/README.md gives the exact command, steps and time of every shipped model.) On a
+shared 2-core machine use ``--threads 1``: two 2-thread torch jobs on two cores slow each other ~10x.
 
 What the model learns: every task's answer token at the last prompt position (answer-only loss).
 
@@ -302,7 +306,7 @@ def train(args: argparse.Namespace) -> dict:
         optimizer.step()
         elapsed = time.perf_counter() - started
         out_of_time = elapsed > args.minutes * 60
-        last_step = bool(args.steps) and step >= args.steps
+        last_step = (bool(args.steps) and step >= args.steps) or (bool(args.max_steps) and step >= args.max_steps)
         if step % args.eval_every == 0 or out_of_time or last_step:
             val = {t: accuracy(model, eval_data[t]["validation"], pad_id) for t in task_ids}
             history.append({"step": step, "seconds": round(elapsed, 1), "lr": learning_rate(args, step),
@@ -370,6 +374,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0 turns it off)")
     parser.add_argument("--steps", type=int, default=0, help="optimizer steps (0: run until --minutes or --target)")
+    parser.add_argument("--max-steps", type=int, default=0,
+                        help="stop after this many steps even if the --steps schedule is not finished (0: no limit); "
+                             "reproduces a run that --minutes cut short")
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--target", type=float, default=1.01,
                         help="stop early when every task's validation accuracy reaches it (default: never)")
