@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mibench.errors import MibenchError, UnknownNameError, close_matches
 from mibench.plugins import card_files, check_registration, plugin_sources, qualified
+from mibench.validation import check_entry_point, describe_validation_error
 
 Level = Literal["edge", "node", "neuron"]
 AblationKind = Literal["patching", "mean", "zero"]
@@ -58,12 +59,7 @@ class MethodCard(BaseModel):
     needs_counterfactual: bool = True
     arguments: dict[str, MethodArgument] = Field(default_factory=dict)
 
-    @field_validator("entry")
-    @classmethod
-    def _entry_form(cls, value: str) -> str:
-        if not re.fullmatch(r"[\w.]+:\w+", value):
-            raise ValueError(f"must look like 'package.module:ClassName', got {value!r}")
-        return value
+    _entry_form = field_validator("entry")(classmethod(lambda cls, value: check_entry_point(value)))
 
     @field_validator("id")
     @classmethod
@@ -86,8 +82,7 @@ def load_method_card(path: str | Path) -> MethodCard:
     try:
         return MethodCard.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors())
-        raise MethodCardError(f"{path}: {problems}") from exc
+        raise MethodCardError(f"{path}: {describe_validation_error(exc)}") from exc
 
 
 _REGISTERED: dict[str, type] = {}

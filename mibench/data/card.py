@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mibench.data.splits import SPLITS
 from mibench.errors import MibenchError
+from mibench.validation import check_entry_point, describe_validation_error
 
 
 class TaskCardError(MibenchError, ValueError):
@@ -84,12 +85,7 @@ class TaskCard(BaseModel):
             raise ValueError(f"{value!r} is not one of the card's counterfactuals")
         return value
 
-    @field_validator("entry")
-    @classmethod
-    def _entry_form(cls, value: str) -> str:
-        if not re.fullmatch(r"[\w.]+:\w+", value):
-            raise ValueError(f"must look like 'package.module:ClassName', got {value!r}")
-        return value
+    _entry_form = field_validator("entry")(classmethod(lambda cls, value: check_entry_point(value)))
 
 
 def load_card(path: str | Path) -> TaskCard:
@@ -104,7 +100,4 @@ def load_card(path: str | Path) -> TaskCard:
     try:
         return TaskCard.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field {'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise TaskCardError(f"task card {path}: {problems}") from None
+        raise TaskCardError(f"task card {path}: {describe_validation_error(exc)}") from None

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mibench.errors import MibenchError
 from mibench.io_utils import atomic_write_text
+from mibench.validation import describe_validation_error
 
 FORMAT_VERSION = "1"
 
@@ -144,5 +145,4 @@ def read_record(path: str | Path) -> CircuitRecord:
     try:
         return CircuitRecord.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors())
-        raise MibenchError(f"{path}: invalid results record: {problems}") from exc
+        raise MibenchError(f"{path}: invalid results record: {describe_validation_error(exc)}") from exc
