@@ -282,6 +282,9 @@ def test_grouped_kv_optimisation_gives_identical_results(family, monkeypatch):
     layout = grouped.layout
     clean, cf, am = _batch(seed=10)
     keep = torch.rand(layout.n_forward, generator=torch.Generator().manual_seed(2)) < 0.6
+    for layer in range(layout.n_layers):  # every head stays (a dropped head is not computed at all)
+        start = layout.attn_forward_start(layer)
+        keep[start : start + layout.n_heads] = True
     node_mask = CircuitMask.from_nodes(layout, keep)  # every head of a group reads the same input
     edge_mask = _random_mask(layout, 5)  # k/v inputs differ within groups
 
@@ -513,3 +516,40 @@ def test_nodes_without_kept_inputs_reuse_counterfactual_outputs_exactly(family, 
         cf_logits = engine.forward(clean, am, mask=CircuitMask.empty(layout), ablation=ablation).logits
         tiny_logits = engine.forward(clean, am, mask=tiny, ablation=ablation).logits
     assert _max_diff(tiny_logits, cf_logits, am) > 1e-4
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("kind", ["zero", "mean"])
+def test_nodes_without_kept_outputs_are_not_computed(family, kind, monkeypatch):
+    """A node none of whose outgoing edges is kept only ever reaches its destinations as its ablated value,
+    so the engine does not compute it, under every ablation. The result must still match HF with those
+    nodes' outputs replaced by their ablated values."""
+    engine = _engine(family)
+    model = _model(family)
+    layout = engine.layout
+    clean, cf, am = _batch(seed=21)
+    keep = torch.rand(layout.n_forward, generator=torch.Generator().manual_seed(22)) < 0.5
+    names = layout.forward_names
+    if kind == "zero":
+        ablation = Ablation.zero()
+        _, nodes = hf_oracles.capture_nodes(model, clean, am)
+        values = {n: torch.zeros_like(nodes[n]) for i, n in enumerate(names) if not keep[i]}
+    else:
+        ablation = mean_ablation(engine, [(cf, am)])
+        means = ablation.sources.stacked()[0, :, 0]  # [n_forward, d]
+        values = {n: means[i].expand(*clean.shape, -1) for i, n in enumerate(names) if not keep[i]}
+    oracle = hf_oracles.forward_with_node_values(model, clean, am, values)
+    calls = {"mlp": 0}
+    original_mlp = engine.adapter.mlp
+
+    def counting_mlp(layer, z):
+        calls["mlp"] += 1
+        return original_mlp(layer, z)
+
+    monkeypatch.setattr(engine.adapter, "mlp", counting_mlp)
+    with torch.no_grad():
+        out = engine.forward(clean, am, mask=CircuitMask.from_nodes(layout, keep), ablation=ablation).logits
+    assert _max_diff(out, oracle, am) <= ATOL
+    kept_mlps = sum(bool(keep[layout.mlp_forward_index(layer)]) for layer in range(layout.n_layers))
+    assert calls["mlp"] == kept_mlps
+    assert kept_mlps < layout.n_layers  # the seed drops at least one MLP

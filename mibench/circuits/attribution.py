@@ -85,61 +85,118 @@ def ablation_for_batch(engine: PatchingEngine, batch: CircuitBatch, kind: str, r
 
 
 def batch_activations(engine: PatchingEngine, batch: CircuitBatch, ablation: Ablation) -> BatchActivations:
+    """Clean source outputs from a dedicated no-grad forward, paired with the ablated ones."""
     with torch.no_grad():
         clean = engine.forward(batch.clean_ids, batch.attention_mask, record=True, logit_positions="none").sources
+    return pair_with_ablation(engine, clean.groups, ablation)
+
+
+def pair_with_ablation(engine: PatchingEngine, clean: list[Tensor], ablation: Ablation) -> BatchActivations:
+    """Clean source outputs (detached here) paired with the ablation's (zeros for zero ablation)."""
+    clean = [g.detach() for g in clean]
     if ablation.sources is None:
-        ablated = [torch.zeros_like(g) for g in clean.groups]
+        ablated = [torch.zeros_like(g) for g in clean]
     else:
         ablated = [g.to(engine.device, engine.dtype) for g in ablation.sources.groups]
-    return BatchActivations(clean.groups, ablated)
+    return BatchActivations(clean, ablated)
 
 
 class EdgeGradientContraction:
     """Adds ``Delta_u . dL/dz_v`` into ``scores[u, v]`` as the engine reports each receiver's gradient.
 
+    The deltas are held source-major, ``[n_forward, B, T, d]``, so the sources feeding a receiver are a
+    contiguous prefix and each block of scores is one batched matrix product. The q, k and v gradients of a layer are buffered and
+    contracted together: the (large) delta prefix is read once per layer instead of once per kind, which
+    is what bounds this step on CPU.
+
     ``rows`` restricts the sources that receive credit (EAP-IG-activations credits only the interpolated
     group unless pooled).
     """
 
+    _QKV = ("q", "k", "v")
+
     def __init__(self, layout: GraphLayout, scores: Tensor) -> None:
         self.layout = layout
         self.scores = scores
-        self.deltas: Tensor | None = None  # [B, n_forward, T, d]
+        self.deltas: Tensor | None = None  # [n_forward, B, T, d], contiguous, >= float32
         self.last: Tensor | None = None
         self.rows = slice(0, layout.n_forward)
+        self._pending: dict[int, dict[str, Tensor]] = {}
 
     def bind(self, deltas: Tensor, last_positions: Tensor, rows: slice | None = None) -> None:
+        """``deltas``: ``[n_forward, B, T, d]`` (see :func:`source_major_deltas`)."""
         self.deltas, self.last = deltas, last_positions
         self.rows = rows or slice(0, self.layout.n_forward)
+        self._pending = {}
 
     def __call__(self, kind: str, layer: int, grad: Tensor) -> None:
         layout = self.layout
-        if kind in ("q", "k", "v"):
-            prev = layout.attn_prev_index(layer)
-            first = layout.attn_backward_start(layer) + "qkv".index(kind) * layout.n_heads
-            cols = slice(first, first + layout.n_heads)
-        elif kind == "mlp":
+        if kind in self._QKV:
+            pending = self._pending.setdefault(layer, {})
+            pending[kind] = grad
+            if len(pending) == len(self._QKV):
+                self._contract_attention(layer, self._pending.pop(layer))
+            return
+        if kind == "mlp":
             prev = layout.mlp_prev_index(layer)
-            cols = slice(layout.mlp_backward_index(layer), layout.mlp_backward_index(layer) + 1)
-            grad = grad.unsqueeze(1)
+            col = layout.mlp_backward_index(layer)
+            self._add_block(prev, col, grad.unsqueeze(1))  # [B, 1, T, d]
         elif kind == "logits":
-            prev = layout.n_forward
-            cols = slice(layout.logits_backward_index, layout.logits_backward_index + 1)
+            prev, col = layout.n_forward, layout.logits_backward_index
+            if grad.dim() == 2:  # gradient at the last position only: [B, d]
+                lo, hi = self._credited(prev)
+                if lo < hi:
+                    deltas = self.deltas[lo:hi]
+                    at_last = deltas[:, torch.arange(deltas.shape[1], device=deltas.device), self.last]  # [U, B, d]
+                    block = at_last.flatten(1) @ _wide(grad).flatten().unsqueeze(-1)
+                    self.scores[lo:hi, col : col + 1] += block.to(self.scores.device)
+            else:
+                self._add_block(prev, col, grad.unsqueeze(1))
         else:
             raise ValueError(f"unknown receiver kind {kind!r}")
-        lo, hi = self.rows.start, min(self.rows.stop, prev)
+
+    def finish(self) -> None:
+        """Contract layers whose q/k/v gradients did not all arrive (a kind without gradient)."""
+        for layer, pending in self._pending.items():
+            self._contract_attention(layer, pending)
+        self._pending = {}
+
+    def _contract_attention(self, layer: int, grads: dict[str, Tensor]) -> None:
+        layout = self.layout
+        start = layout.attn_backward_start(layer)
+        prev = layout.attn_prev_index(layer)
+        if len(grads) == len(self._QKV):
+            self._add_block(prev, slice(start, start + 3 * layout.n_heads), torch.cat([grads[k] for k in self._QKV], 1))
+            return
+        for kind, grad in grads.items():
+            first = start + self._QKV.index(kind) * layout.n_heads
+            self._add_block(prev, slice(first, first + layout.n_heads), grad)
+
+    def _credited(self, prev: int) -> tuple[int, int]:
+        return self.rows.start, min(self.rows.stop, prev)
+
+    def _add_block(self, prev: int, cols: int | slice, grad: Tensor) -> None:
+        """``scores[u, v] += sum_{b,t,d} deltas[u, b, t, d] * grad[b, v, t, d]`` over credited ``u < prev``.
+
+        One batched product over examples reads the delta rows in place (``[U, T*d]`` matrices with a row
+        stride) and the gradients as they come, so neither is copied.
+        """
+        lo, hi = self._credited(prev)
         if lo >= hi:
             return
-        deltas = self.deltas[:, lo:hi]
-        if kind == "logits":
-            if grad.dim() == 2:  # gradient at the last position only: [B, d]
-                at_last = deltas[torch.arange(deltas.shape[0], device=deltas.device), :, self.last]
-                block = torch.einsum("bud,bd->u", _wide(at_last), _wide(grad)).unsqueeze(1)
-            else:
-                block = torch.einsum("butd,btd->u", _wide(deltas), _wide(grad)).unsqueeze(1)
-        else:
-            block = torch.einsum("butd,bhtd->uh", _wide(deltas), _wide(grad))
-        self.scores[lo:hi, cols] += block.to(self.scores.device)
+        if isinstance(cols, int):
+            cols = slice(cols, cols + 1)
+        deltas = self.deltas[lo:hi]
+        units, batch = deltas.shape[:2]
+        grad = _wide(grad)
+        per_example = torch.bmm(deltas.reshape(units, batch, -1).transpose(0, 1),
+                                grad.reshape(batch, grad.shape[1], -1).transpose(1, 2))  # [B, U, V]
+        self.scores[lo:hi, cols] += per_example.sum(0).to(self.scores.device)
+
+
+def source_major_deltas(deltas: list[Tensor]) -> Tensor:
+    """Per-group ``[B, U_g, T, d]`` deltas as one contiguous ``[n_forward, B, T, d]`` tensor (>= float32)."""
+    return torch.cat([_wide(d).transpose(0, 1) for d in deltas])
 
 
 class SourceGradientCapture:
@@ -152,16 +209,16 @@ class SourceGradientCapture:
         self.credited: Callable[[SourceGroup], bool] = lambda group: True
 
     def bind(self, deltas: list[Tensor], credited: Callable[[SourceGroup], bool] | None = None) -> None:
+        """May be called after the forward, before the backward (EAP reads its clean outputs from it)."""
         self.deltas = deltas
         self.credited = credited or (lambda group: True)
 
     def watch(self, group: SourceGroup, index: int, output: Tensor) -> None:
         if not (self.credited(group) and output.requires_grad):
             return
-        delta = self.deltas[index]
 
-        def accumulate(grad: Tensor) -> None:
-            product = (_wide(delta) * _wide(grad)).sum(dim=(0, 2))  # [U, d]
+        def accumulate(grad: Tensor) -> None:  # deltas are read when the gradient arrives (see bind)
+            product = (_wide(self.deltas[index]) * _wide(grad)).sum(dim=(0, 2))  # [U, d]
             block = product if self.per_neuron else product.sum(-1)
             self.scores[group.start : group.stop] += block.to(self.scores.device)
 
@@ -181,8 +238,10 @@ class _Pass:
     credited: Callable[[SourceGroup], bool]
 
 
-def _passes(engine: PatchingEngine, acts: BatchActivations, interpolation: Interpolation, steps: int,
+def _passes(engine: PatchingEngine, acts: BatchActivations | None, interpolation: Interpolation, steps: int,
             rule: RiemannRule, pooled: bool) -> list[_Pass]:
+    """The attribution's forward+backward passes. ``acts`` is None for ``interpolation="none"``: that single
+    pass *is* the clean run, so it records the clean outputs itself instead of a separate forward."""
     groups = engine.groups
 
     def set_input(source: Callable[[], Tensor]) -> Callable[[SourceGroup, Tensor], Tensor]:
@@ -194,7 +253,9 @@ def _passes(engine: PatchingEngine, acts: BatchActivations, interpolation: Inter
 
     everyone: Callable[[SourceGroup], bool] = lambda group: True  # noqa: E731
     if interpolation == "none":
-        return [_Pass(set_input(lambda: acts.clean[0]), everyone)]
+        def from_clean_run(group: SourceGroup, output: Tensor) -> Tensor:
+            return output.detach().requires_grad_(True) if group.kind == "input" else output
+        return [_Pass(from_clean_run, everyone)]
     alphas = interpolation_points(steps, rule)
     if interpolation == "inputs":
         return [
@@ -250,29 +311,38 @@ def attribute(
     with engine.frozen_parameters():
         for batch in batches:
             batch_ablation = ablation_for_batch(engine, batch, ablation, reference)
-            acts = batch_activations(engine, batch, batch_ablation)
-            deltas = acts.deltas()
+            own_clean_run = interpolation == "none"
+            acts = None if own_clean_run else batch_activations(engine, batch, batch_ablation)
             passes = _passes(engine, acts, interpolation, steps, rule, pooled)
             passes_per_credit = len(passes) if (interpolation != "activations" or pooled) else steps
-            stacked = torch.cat(deltas, dim=1) if level == "edge" else None
             for p in passes:
                 if level == "edge":
-                    credited = [g for g in engine.groups if p.credited(g)]
-                    rows = slice(credited[0].start, credited[-1].stop) if len(credited) < len(engine.groups) else None
-                    contraction.bind(stacked, batch.last_positions.to(engine.device), rows)
-                    edit, hook = p.edit, contraction
+                    hook = contraction
+                    edit = p.edit
                 else:
-                    capture.bind(deltas, p.credited)
+                    hook = None
 
                     def edit(group: SourceGroup, output: Tensor, p=p) -> Tensor:
                         output = p.edit(group, output)
                         capture.watch(group, engine.groups.index(group), output)
                         return output
-                    hook = None
                 out = engine.forward(batch.clean_ids, batch.attention_mask, logit_positions=batch.last_positions,
-                                     edit_sources=edit, on_receiver_grad=hook)
+                                     edit_sources=edit, on_receiver_grad=hook, record=own_clean_run)
+                if acts is None:
+                    acts = pair_with_ablation(engine, out.sources.groups, batch_ablation)
+                if p is passes[0]:  # the deltas are fixed per batch; bind them before the first backward
+                    deltas = acts.deltas()
+                    stacked = source_major_deltas(deltas) if level == "edge" else None
+                if level == "edge":
+                    credited = [g for g in engine.groups if p.credited(g)]
+                    rows = slice(credited[0].start, credited[-1].stop) if len(credited) < len(engine.groups) else None
+                    contraction.bind(stacked, batch.last_positions.to(engine.device), rows)
+                else:
+                    capture.bind(deltas, p.credited)
                 loss = -logit_difference(out.logits, batch.answers, batch.cf_answers).sum()
                 loss.backward()
+                if level == "edge":
+                    contraction.finish()
             total += batch.size
             if on_batch is not None:
                 on_batch(batch.size)

@@ -4,7 +4,8 @@ Every non-circuit edge carries its counterfactual activation (MIB always evaluat
 patching, whatever ablation the method used for attribution). Per batch: one counterfactual forward
 (recorded; its logits give ``m(empty)``), one clean forward (``m(full)``), and one stacked forward in which
 each block of rows runs a different circuit. Identical circuits (e.g. the signed and absolute rankings at
-100%) are evaluated once.
+100%) are evaluated once, and the complete and empty circuits are not run at all: the engine computes them
+exactly as the clean and counterfactual runs, whose logits are already there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mibench.circuits.metrics import logit_difference
 from mibench.engine.ablation import Ablation
 from mibench.engine.engine import PatchingEngine
 from mibench.engine.masks import CircuitMask
-from mibench.graph.graph import Graph
+from mibench.graph.graph import Graph, real_edge_mask
 
 
 @dataclass
@@ -40,6 +41,17 @@ def _mask_key(mask: CircuitMask) -> bytes:
     return key
 
 
+def _shortcut(mask: CircuitMask, n_real_edges: int) -> str | None:
+    """``"full"`` / ``"empty"`` when the circuit is the whole graph / nothing, else None."""
+    kept = int(mask.edges.count_nonzero())
+    if kept == 0:
+        return "empty"
+    if kept == n_real_edges and (mask.neurons is None or bool((mask.neurons == 1).all())) \
+            and bool((mask.edges[mask.edges != 0] == 1).all()):
+        return "full"
+    return None
+
+
 def evaluate_circuits(
     engine: PatchingEngine,
     batches: Iterable[CircuitBatch],
@@ -47,11 +59,16 @@ def evaluate_circuits(
     *,
     on_batch: Callable[[int], None] | None = None,
 ) -> CircuitEvaluation:
+    n_real_edges = int(real_edge_mask(engine.layout).sum())
     unique: dict[bytes, int] = {}
     masks: list[CircuitMask] = []
-    which: list[int] = []
+    which: list[int | str] = []  # index into the stacked circuits, or "full" / "empty"
     for graph in circuits:
         mask = CircuitMask.from_graph(graph)
+        shortcut = _shortcut(mask, n_real_edges)
+        if shortcut is not None:
+            which.append(shortcut)
+            continue
         key = _mask_key(mask)
         if key not in unique:
             unique[key] = len(masks)
@@ -79,9 +96,12 @@ def evaluate_circuits(
             if on_batch is not None:
                 on_batch(batch.size)
     unique_results = np.concatenate(per_circuit, axis=1) if per_circuit else np.zeros((0, len(ids)))
+    full_ld = np.concatenate(full) if full else np.zeros(0)
+    empty_ld = np.concatenate(empty) if empty else np.zeros(0)
+    rows = [full_ld if w == "full" else empty_ld if w == "empty" else unique_results[w] for w in which]
     return CircuitEvaluation(
-        circuits=unique_results[which] if which else np.zeros((0, len(ids))),
-        full=np.concatenate(full).astype(np.float64),
-        empty=np.concatenate(empty).astype(np.float64),
+        circuits=np.stack(rows) if rows else np.zeros((0, len(ids))),
+        full=full_ld.astype(np.float64),
+        empty=empty_ld.astype(np.float64),
         example_ids=ids,
     )

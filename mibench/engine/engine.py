@@ -131,6 +131,11 @@ class _Run:
     ablated_attn_sums: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
     @property
+    def skips_nodes(self) -> bool:
+        """Evaluation under a mask: nodes whose output cannot matter are not computed."""
+        return self.patched and not self.grad_mode
+
+    @property
     def tracks_ablated_resid(self) -> bool:
         return self.patched and not self.grad_mode
 
@@ -282,8 +287,9 @@ class PatchingEngine:
             mlp_cols, mlp_prev = [self.layout.mlp_backward_index(layer)], self.layout.mlp_prev_index(layer)
             if record_receivers:
                 receivers.append(resid)
-            if run.reuses_ablated_outputs and not self._any_kept(run, mlp_cols, mlp_prev).any():
-                mlp_out = _tile_rows(run.ablated[group_index + 1], rows)
+            mlp_source = self.groups[group_index + 1]
+            if self._output_is_ablated(run, mlp_cols, mlp_prev, mlp_source):
+                mlp_out = self._ablated_output(run, group_index + 1, rows, resid)
             else:
                 mlp_in = self._destination_inputs(run, mlp_cols, mlp_prev, resid)
                 mlp_in = resid if mlp_in is None else mlp_in[:, 0]
@@ -490,9 +496,12 @@ class PatchingEngine:
         per_kind_cols = {
             kind: [start + i * n_heads + h for h in range(n_heads)] for i, kind in enumerate(("q", "k", "v"))
         }
-        if run.reuses_ablated_outputs:
-            qkv_cols = per_kind_cols["q"] + per_kind_cols["k"] + per_kind_cols["v"]
-            live = self._any_kept(run, qkv_cols, prev).view(3, n_heads).any(0)
+        if run.skips_nodes:
+            group = self.groups[1 + 2 * layer]
+            live = self._any_kept_out(run, group)
+            if run.reuses_ablated_outputs:
+                qkv_cols = per_kind_cols["q"] + per_kind_cols["k"] + per_kind_cols["v"]
+                live &= self._any_kept(run, qkv_cols, prev).view(3, n_heads).any(0)
             if not bool(live.all()):
                 return self._attention_of_heads(run, layer, live.nonzero().flatten(), resid, rotary,
                                                 pattern_mask, settings, per_kind_cols, prev, weights)
@@ -546,14 +555,12 @@ class PatchingEngine:
 
     def _attention_of_heads(self, run: _Run, layer: int, heads: Tensor, resid: Tensor, rotary, pattern_mask,
                             settings, per_kind_cols: dict[str, list[int]], prev: int, weights) -> Tensor:
-        """Per-head outputs when only ``heads`` have a kept input edge (patching, shared attention mask).
-
-        Every other head reads exactly the counterfactual residual, so its output is the recorded one.
-        The live heads are computed one K/V input per query head, from views of the K/V weights indexed
-        by group.
+        """Per-head outputs when only ``heads`` need computing (see :meth:`_output_is_ablated`); every
+        other head outputs its ablated value. The live heads are computed one K/V input per query head,
+        from views of the K/V weights indexed by group.
         """
         rows = resid.shape[0]
-        out = _tile_rows(run.ablated[1 + 2 * layer], rows).clone()
+        out = self._ablated_output(run, 1 + 2 * layer, rows, resid, units=self.adapter.n_heads).clone()
         n = heads.numel()
         if n == 0:
             return out
@@ -572,6 +579,32 @@ class PatchingEngine:
         z = multihead_attention(*projected, pattern_mask, settings, rotary)
         out[:, heads] = torch.einsum("bhtk,hdk->bhtd", z, weights.wo[heads])
         return out
+
+    def _output_is_ablated(self, run: _Run, cols: list[int], prev: int, source: SourceGroup) -> bool:
+        """Can a single-node source group take its ablated output instead of being computed?
+
+        Yes when no circuit keeps any of its outgoing edges: every destination then reads its ablated value,
+        so its own output only enters through ``D = a~ - a`` and setting ``a = a~`` is exact (any ablation).
+        Under counterfactual patching also when it keeps no *incoming* edge: it then reads exactly the
+        counterfactual residual, so its output is the recorded counterfactual one.
+        """
+        if not run.skips_nodes:
+            return False
+        if not bool(self._any_kept_out(run, source).any()):
+            return True
+        return run.reuses_ablated_outputs and not bool(self._any_kept(run, cols, prev).any())
+
+    def _ablated_output(self, run: _Run, index: int, rows: int, like: Tensor, units: int = 1) -> Tensor:
+        """Source group ``index``'s ablated output ``[R, U, T, d]`` (zeros under zero ablation)."""
+        ablated = run.ablated[index]
+        if ablated is None:
+            return like.new_zeros(rows, units, *like.shape[1:])
+        return _tile_rows(ablated, rows).expand(rows, units, *like.shape[1:])
+
+    def _any_kept_out(self, run: _Run, source: SourceGroup) -> Tensor:
+        """Bool ``[U]``: does any circuit keep (part of) any outgoing edge of each source of the group?"""
+        kept = (run.mask.edges[..., source.start : source.stop, :] != 0).any(-1)
+        return kept.any(0) if kept.dim() == 2 else kept
 
     def _any_kept(self, run: _Run, cols: list[int], prev: int) -> Tensor:
         """Bool ``[len(cols)]``: does any circuit keep (part of) any input edge of each destination?"""
