@@ -10,7 +10,7 @@ from mibench.circuits.areas import area_weights, bootstrap_replicate_means, cmd,
 from mibench.circuits.attribution import attribute
 from mibench.circuits.faithfulness import evaluate_circuits
 from mibench.circuits.metrics import logit_difference
-from mibench.circuits.scorer import score_attribution
+from mibench.circuits.scorer import score_attribution, score_circuits
 from mibench.circuits.selection import FRACTIONS, circuit_sizes, circuits_at_sizes, select_circuit
 from mibench.engine import CircuitMask
 from mibench.engine.ablation import Ablation
@@ -136,3 +136,29 @@ def test_scorer_reports_standard_errors_and_baseline():
     assert score.baseline is not None and score.baseline.faithfulness[-1] == pytest.approx(1.0)
     again = score_attribution(engine, [data], graph, bootstrap=200)
     assert again.cpr_stderr == score.cpr_stderr
+
+
+def test_multiple_circuit_mode_sorts_by_size_and_ends_at_the_full_model():
+    """Nine submitted circuits equal to the absolute ranking's first nine (shuffled) give exactly the
+    absolute curve; CPR and CMD are both areas of that one curve."""
+    _, engine, data = _setup("gpt2", batch=5)
+    graph = attribute(engine, [data])
+    reference = score_attribution(engine, [data], graph, bootstrap=0)
+    nine = circuits_at_sizes(graph, absolute=True)[:-1]
+    counts = [c.weighted_edge_count() for c in nine]
+    assert counts == sorted(counts)
+    for a, b in zip(nine, nine[1:]):  # equal sizes are identical circuits (empty after pruning): no ambiguity
+        if a.weighted_edge_count() == b.weighted_edge_count():
+            assert torch.equal(a.edges_in_graph, b.edges_in_graph)
+    assert len(set(counts)) >= 3
+    shuffled = [nine[i] for i in (4, 0, 8, 2, 6, 1, 7, 3, 5)]
+    score = score_circuits(engine, [data], shuffled, bootstrap=50)
+    np.testing.assert_allclose(score.absolute.faithfulness, reference.absolute.faithfulness, rtol=1e-6, atol=1e-7)
+    assert score.absolute.faithfulness[-1] == 1.0  # the complete model, evaluated as the clean run
+    assert score.absolute.edge_counts == reference.absolute.edge_counts
+    assert score.signed.ranking == score.absolute.ranking == "submitted"
+    assert score.cmd == pytest.approx(reference.cmd)
+    assert score.cpr == pytest.approx(np.trapezoid(score.absolute.faithfulness, FRACTIONS))
+    assert score.cpr_stderr > 0 and score.cmd_stderr > 0
+    with pytest.raises(ValueError, match="exactly 9 circuits"):
+        score_circuits(engine, [data], nine[:8])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -375,6 +376,32 @@ def test_evaluate_end_to_end_on_a_random_model(tmp_path, monkeypatch, random_tas
         assert record.method.id == "submission:my-method" and record.method.source == "file"
         assert not record.leaderboard_eligible  # --limit
         assert (result.folder / "faithfulness.png").is_file()
+
+
+@pytest.mark.slow
+def test_nine_circuit_submission_is_scored_end_to_end(tmp_path, monkeypatch, random_task_model):
+    from transformers import AutoConfig
+
+    from mibench.results.record import read_record
+    from mibench.submissions import check as check_module
+    from mibench.submissions.models import ModelTarget
+
+    layout = Graph.from_hf_config(AutoConfig.from_pretrained(random_task_model)).layout
+    monkeypatch.setitem(TINY, "tiny-a", layout)
+    monkeypatch.setitem(TINY, "tiny-b", layout)
+    monkeypatch.setattr(check_module, "resolve_model",
+                        lambda name: ModelTarget(name, str(random_task_model), layout, "zoo"))
+    folder = circuits_submission(tmp_path)
+    results = evaluate_submission(folder, tmp_path / "results", limit=8, bootstrap=10, batch_size=8, progress=False)
+    assert len(results) == 4
+    for result in results:
+        record = read_record(result.record_path)
+        assert record.method.id == "submission:nine-circuits" and record.method.source == "circuits"
+        assert re.fullmatch(r"nine-circuits/(ioi|mcqa)_tiny-[ab]", record.method.file)
+        curve = record.metrics.absolute
+        assert curve.ranking == "submitted" and curve.faithfulness[-1] == 1.0
+        assert curve.edge_counts[:-1] == [float(int(f * layout.n_edges)) for f in CIRCUIT_FRACTIONS]
+        assert record.metrics.signed == curve
 
 
 # ---------------------------------------------------------------------------------------- shipped example

@@ -95,13 +95,14 @@ def evaluate_circuits(
             ids += batch.example_ids
             if on_batch is not None:
                 on_batch(batch.size)
-    unique_results = np.concatenate(per_circuit, axis=1) if per_circuit else np.zeros((0, len(ids)))
-    full_ld = np.concatenate(full) if full else np.zeros(0)
-    empty_ld = np.concatenate(empty) if empty else np.zeros(0)
+    # float64 throughout, so that a shortcut circuit's row is bit-identical to ``full`` / ``empty``.
+    unique_results = (np.concatenate(per_circuit, axis=1) if per_circuit else np.zeros((0, len(ids)))).astype(np.float64)
+    full_ld = (np.concatenate(full) if full else np.zeros(0)).astype(np.float64)
+    empty_ld = (np.concatenate(empty) if empty else np.zeros(0)).astype(np.float64)
     rows = [full_ld if w == "full" else empty_ld if w == "empty" else unique_results[w] for w in which]
     return CircuitEvaluation(
         circuits=np.stack(rows) if rows else np.zeros((0, len(ids))),
-        full=full_ld.astype(np.float64),
-        empty=empty_ld.astype(np.float64),
+        full=full_ld,
+        empty=empty_ld,
         example_ids=ids,
     )

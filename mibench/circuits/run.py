@@ -47,6 +47,8 @@ class EvaluationRequest:
     model: str
     method: str | None = None  # None when scoring a file
     circuit_file: str | None = None
+    #: MIB's multiple-circuit mode: nine binary circuit files, scored as one curve (see score_circuits).
+    circuit_files: list[str] | None = None
     method_args: dict[str, Any] = field(default_factory=dict)
     level: str | None = None  # default: the method's first level (or the file's)
     ablation: str = "patching"
@@ -116,7 +118,7 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
 
     from mibench.circuits.batches import build_batches
     from mibench.circuits.method import AttributionContext, load_method
-    from mibench.circuits.scorer import SCORER_VERSION, score_attribution
+    from mibench.circuits.scorer import SCORER_VERSION, score_attribution, score_circuits
     from mibench.circuits.selection import FRACTIONS
     from mibench.data.registry import get_card, load_task
     from mibench.engine.engine import PatchingEngine
@@ -159,6 +161,12 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
                                          seed=request.seed, on_batch=bar.update)
             graph = method.score(context)
         method_info = MethodInfo(id=method.card.id, arguments=method.arguments, level=level, ablation=request.ablation)
+    elif request.circuit_files is not None:
+        circuits = [load_circuit(Path(f), layout=layout) for f in request.circuit_files]
+        level = circuits[0].level
+        folder_of_files = Path(request.circuit_files[0]).parent
+        method_info = MethodInfo(id=f"circuits:{folder_of_files.name}", level=level, ablation=request.ablation,
+                                 source="circuits", file=str(folder_of_files))
     else:
         path = Path(request.circuit_file)
         graph = load_circuit(path, layout=layout)
@@ -173,8 +181,12 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
 
     baseline = random_scores(layout, level, request.seed) if request.baseline else None
     with timer.phase("evaluation"), _progress(request, eval_data.n_examples, "evaluation") as bar:
-        score = score_attribution(engine, eval_data.batches, graph, baseline=baseline, bootstrap=request.bootstrap,
-                                  seed=request.seed, on_batch=bar.update)
+        if request.circuit_files is not None:
+            score = score_circuits(engine, eval_data.batches, circuits, baseline=baseline,
+                                   bootstrap=request.bootstrap, seed=request.seed, on_batch=bar.update)
+        else:
+            score = score_attribution(engine, eval_data.batches, graph, baseline=baseline,
+                                      bootstrap=request.bootstrap, seed=request.seed, on_batch=bar.update)
 
     model_name = _safe(Path(request.model).name if Path(request.model).is_dir() else request.model)
     run_name = f"{_safe(method_info.id)}_{level}_{request.ablation}_{request.split}_seed{request.seed}"

@@ -2,7 +2,8 @@
 
 ``score_attribution`` is what ``mibench evaluate`` and ``mibench score`` both call, so a method run and a
 re-scored file from anyone go through identical code. The signed ranking's curve gives CPR, the absolute
-ranking's curve CMD (MIB's convention, confirmed by its maintainers). A baseline graph (the random
+ranking's curve CMD (MIB's convention, confirmed by its maintainers). ``score_circuits`` scores MIB's
+multiple-circuit submissions (nine binary circuits) with the same evaluation and areas. A baseline graph (the random
 method's scores) can be evaluated in the same batched forwards for the comparison plot.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from mibench.circuits.areas import area_weights, bootstrap_replicate_means, cmd, cpr, faithfulness
 from mibench.circuits.batches import CircuitBatch
@@ -28,7 +30,7 @@ SCORER_VERSION = "1.0"
 class Curve:
     """One ranking's faithfulness curve over the ten sizes."""
 
-    ranking: str  # "signed" or "absolute"
+    ranking: str  # "signed", "absolute", or "submitted" (multiple-circuit mode)
     fractions: list[float]
     nominal_sizes: list[int]  # n_k = int(k * N)
     edge_counts: list[float]  # realised (weighted) edge counts after pruning
@@ -77,23 +79,78 @@ def score_attribution(
     on_batch: Callable[[int], None] | None = None,
 ) -> CircuitScore:
     """Evaluate ``graph``'s scores as MIB does, with bootstrap standard errors over examples."""
-    n_items = n_scored_items(graph)
-    signed = circuits_at_sizes(graph, absolute=False)
-    absolute = circuits_at_sizes(graph, absolute=True)
+    return _score(engine, batches, level=graph.level, n_items=n_scored_items(graph),
+                  cpr_circuits=("signed", circuits_at_sizes(graph, absolute=False)),
+                  cmd_circuits=("absolute", circuits_at_sizes(graph, absolute=True)),
+                  baseline=baseline, bootstrap=bootstrap, seed=seed, on_batch=on_batch)
+
+
+def score_circuits(
+    engine: PatchingEngine,
+    batches: Iterable[CircuitBatch],
+    circuits: list[Graph],
+    *,
+    baseline: Graph | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> CircuitScore:
+    """MIB's multiple-circuit mode: nine submitted binary circuits instead of one ranking.
+
+    The circuits are sorted by (weighted) edge count and placed on the first nine sizes of the grid; the
+    complete model is the tenth point (faithfulness 1). CPR and CMD are both areas of this one curve. The
+    caller checks the size limits (:mod:`mibench.submissions.check`); here exactly ``len(FRACTIONS) - 1``
+    circuits are required, so a circuit is never placed on a grid point other than its own (MIB's backend
+    shifted the full model onto an early point when fewer were given).
+    """
+    wanted = len(FRACTIONS) - 1
+    if len(circuits) != wanted:
+        raise ValueError(f"the multiple-circuit mode needs exactly {wanted} circuits, got {len(circuits)}")
+    levels = {c.level for c in circuits}
+    if len(levels) != 1:
+        raise ValueError(f"the circuits mix levels: {sorted(levels)}")
+    ordered = sorted(circuits, key=lambda c: c.weighted_edge_count())
+    complete = ordered[-1].clone()
+    complete.edges_in_graph = complete.real_edge_mask.clone()
+    complete.nodes_in_graph = torch.ones_like(complete.nodes_in_graph)
+    if complete.neurons_in_graph is not None:
+        complete.neurons_in_graph = torch.ones_like(complete.neurons_in_graph)
+    curve = ordered + [complete]
+    return _score(engine, batches, level=ordered[0].level, n_items=n_scored_items(ordered[0]),
+                  cpr_circuits=("submitted", curve), cmd_circuits=("submitted", curve),
+                  baseline=baseline, bootstrap=bootstrap, seed=seed, on_batch=on_batch)
+
+
+def _score(
+    engine: PatchingEngine,
+    batches: Iterable[CircuitBatch],
+    *,
+    level: str,
+    n_items: int,
+    cpr_circuits: tuple[str, list[Graph]],
+    cmd_circuits: tuple[str, list[Graph]],
+    baseline: Graph | None,
+    bootstrap: int,
+    seed: int,
+    on_batch: Callable[[int], None] | None,
+) -> CircuitScore:
+    """Evaluate the CPR curve's and the CMD curve's circuits (and the baseline's) in one batched pass;
+    areas, and their bootstrap standard errors over examples."""
+    (cpr_ranking, for_cpr), (cmd_ranking, for_cmd) = cpr_circuits, cmd_circuits
     extra = circuits_at_sizes(baseline, absolute=True) if baseline is not None else []
-    evaluation = evaluate_circuits(engine, list(batches), signed + absolute + extra, on_batch=on_batch)
+    evaluation = evaluate_circuits(engine, list(batches), for_cpr + for_cmd + extra, on_batch=on_batch)
     k = len(FRACTIONS)
     per_circuit = evaluation.circuits  # [C, n]
     full, empty = evaluation.full.mean(), evaluation.empty.mean()
     means = per_circuit.mean(axis=1)
-    signed_curve = _curve("signed", signed, means[:k], full, empty, n_items)
-    absolute_curve = _curve("absolute", absolute, means[k : 2 * k], full, empty, n_items)
+    cpr_curve = _curve(cpr_ranking, for_cpr, means[:k], full, empty, n_items)
+    cmd_curve = _curve(cmd_ranking, for_cmd, means[k : 2 * k], full, empty, n_items)
     baseline_curve = None
     if baseline is not None:
         baseline_curve = _curve("absolute", extra, means[2 * k :], full, empty, n_scored_items(baseline))
 
-    cpr_value = float(cpr(np.asarray(signed_curve.faithfulness)))
-    cmd_value = float(cmd(np.asarray(absolute_curve.faithfulness)))
+    cpr_value = float(cpr(np.asarray(cpr_curve.faithfulness)))
+    cmd_value = float(cmd(np.asarray(cmd_curve.faithfulness)))
     cpr_se = cmd_se = float("nan")
     if bootstrap > 1 and per_circuit.shape[1] > 1:
         stacked = np.concatenate([per_circuit[: 2 * k], evaluation.full[None], evaluation.empty[None]])
@@ -102,7 +159,7 @@ def score_attribution(
         cpr_se = float(np.std(cpr(f[:, :k]), ddof=1))
         cmd_se = float(np.std(cmd(f[:, k:]), ddof=1))
     return CircuitScore(
-        level=graph.level,
+        level=level,
         n_items=n_items,
         n_examples=len(evaluation.example_ids),
         full_logit_difference=float(full),
@@ -111,8 +168,8 @@ def score_attribution(
         cpr_stderr=cpr_se,
         cmd=cmd_value,
         cmd_stderr=cmd_se,
-        signed=signed_curve,
-        absolute=absolute_curve,
+        signed=cpr_curve,
+        absolute=cmd_curve,
         baseline=baseline_curve,
         bootstrap_replicates=bootstrap,
         per_example={"example_ids": evaluation.example_ids, "full": evaluation.full.tolist(),
@@ -120,4 +177,4 @@ def score_attribution(
     )
 
 
-__all__ = ["SCORER_VERSION", "CircuitScore", "Curve", "score_attribution", "area_weights"]
+__all__ = ["SCORER_VERSION", "CircuitScore", "Curve", "score_attribution", "score_circuits", "area_weights"]

@@ -65,8 +65,8 @@ class MethodInfo(_Strict):
     arguments: dict[str, Any] = Field(default_factory=dict)
     level: str
     ablation: str
-    source: Literal["method", "file"] = "method"
-    file: str | None = None
+    source: Literal["method", "file", "circuits"] = "method"
+    file: str | None = None  # the scored file, or the folder of a multiple-circuit submission
 
 
 class ScorerInfo(_Strict):

@@ -1,6 +1,7 @@
 """Score a checked submission into results records, exactly as ``mibench score`` / ``mibench evaluate`` would.
 
-Importance files are scored with :func:`mibench.circuits.run.run_evaluation` (one record per cell); the
+Importance files, and the nine binary circuits of MIB's multiple-circuit mode, are scored with
+:func:`mibench.circuits.run.run_evaluation` (one record per cell); the
 record's method id becomes ``submission:<folder name>`` and its file path is written relative to the
 submissions folder, so records from different machines agree. A plugin submission is evaluated by running
 its (installed) method on every task x model pair of the card. Records go to
@@ -59,9 +60,6 @@ def evaluate_submission(
         raise InvalidSubmissionError(path, report.problems)
     card = report.card
     assert card is not None
-    if card.contains == "circuits":
-        raise MibenchError(f"{path}: scoring multiple-circuit submissions is not supported yet; the scorer "
-                           "evaluates importance files (contains: importances) and methods (contains: plugin)")
     out = Path(output_dir) / report.name
     common = {"split": split, "limit": limit, "seed": seed, "bootstrap": bootstrap, "batch_size": batch_size,
               "device": device, "dtype": dtype, "output_dir": str(out), "progress": progress, "level": card.level,
@@ -79,10 +77,16 @@ def evaluate_submission(
         return results
     root = report.path.resolve().parent
     for cell in report.cells:
-        request = EvaluationRequest(task=cell.task, model=cell.model.source, circuit_file=str(cell.files[0]),
-                                    **common)
+        if card.contains == "circuits":  # nine binary circuits, sorted by size by the checker
+            request = EvaluationRequest(task=cell.task, model=cell.model.source,
+                                        circuit_files=[str(f) for f in cell.files], **common)
+            scored = cell.files[0].parent
+        else:
+            request = EvaluationRequest(task=cell.task, model=cell.model.source, circuit_file=str(cell.files[0]),
+                                        **common)
+            scored = cell.files[0]
         result = run_evaluation(request)
-        _relabel(result, submission_method_id(report), cell.files[0].resolve().relative_to(root).as_posix())
+        _relabel(result, submission_method_id(report), scored.resolve().relative_to(root).as_posix())
         results.append(result)
     return results
 
