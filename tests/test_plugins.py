@@ -75,3 +75,38 @@ def test_reserved_or_malformed_namespaces_are_refused(monkeypatch):
     monkeypatch.setattr(metadata, "entry_points", lambda group: [FakeEntry()])
     with pytest.raises(PluginError, match="mibench"):
         plugin_sources()
+
+
+@pytest.mark.slow
+def test_newcomer_flow_from_plugin_to_leaderboard(installed_plugin, tmp_path, capsys):
+    """CONTRIBUTING.md steps 2-4 as a newcomer runs them, on the embedded models: evaluate the plugin's
+    method, submit it by card, check the submission, score it into records, rebuild the leaderboard."""
+    import yaml
+
+    method = "example:eap-cf-gradient"
+    assert main(["evaluate", "--method", method, "--task", "ioi", "--limit", "16", "--attribution-examples", "8",
+                 "--bootstrap", "20", "--output-dir", str(tmp_path / "own-runs"), "--quiet"]) == 0
+    folder = tmp_path / "submissions" / "cf-gradient"
+    folder.mkdir(parents=True)
+    card = {"method": "CF-gradient EAP", "authors": ["A. Person"], "paper": None, "license": "MIT",
+            "contact": "a.person@example.org", "track": "circuit", "contains": "plugin",
+            "models": ["gpt2-tasks", "llama-tasks"], "tasks": ["ioi", "mcqa"],
+            "plugin": {"distribution": "mibench-example-plugin", "method": method}}
+    (folder / "submission.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    assert main(["submission", "check", str(folder)]) == 0
+    assert f"{folder}: ok" in capsys.readouterr().out
+
+    records = tmp_path / "leaderboard" / "records"
+    assert main(["submission", "evaluate", str(folder), "--output-dir", str(records), "--bootstrap", "50",
+                 "--quiet"]) == 0
+    assert len(list(records.rglob("record.json"))) == 4
+    site = tmp_path / "leaderboard"
+    assert main(["leaderboard", "build", "--records", str(records), "--out", str(site)]) == 0
+    table = (site / "leaderboard.md").read_text()
+    ranked = table.split("## Not ranked")[0]
+    rows = [line for line in ranked.splitlines() if line.startswith(f"| {method} |")]
+    assert len(rows) == 2  # one row in the CPR table and one in the CMD table
+    for row in rows:  # a value in every (task, model) column
+        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        assert len(cells) == 4 and all(cells), row
+    assert main(["leaderboard", "build", "--records", str(records), "--out", str(site), "--check"]) == 0
