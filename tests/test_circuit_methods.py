@@ -140,13 +140,32 @@ def test_pooled_activations_differ_from_own_group_credit():
     assert not torch.allclose(own.edge_scores, pooled.edge_scores)
 
 
-def test_node_scores_sum_edge_scores_and_neurons_sum_to_nodes():
+@pytest.mark.parametrize("interpolation", ["none", "inputs", "activations"])
+def test_node_scores_sum_edge_scores_and_neurons_sum_to_nodes(interpolation):
+    """A source's output feeds each destination additively, so its node score is the sum of its edge scores,
+    for every way of taking the gradient (activations: each source credited by its own group's runs)."""
     _, engine, data = _setup("gpt2")
-    edges = attribute(engine, [data]).edge_scores
-    nodes = attribute(engine, [data], level="node").node_scores
-    neurons = attribute(engine, [data], level="neuron").neuron_scores
+    args = {"interpolation": interpolation, "steps": 3}
+    edges = attribute(engine, [data], **args).edge_scores
+    nodes = attribute(engine, [data], level="node", **args).node_scores
+    neurons = attribute(engine, [data], level="neuron", **args).neuron_scores
     torch.testing.assert_close(nodes, edges.sum(1), rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(neurons.sum(1), nodes, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("interpolation,level", [("inputs", "edge"), ("activations", "edge"), ("inputs", "node"),
+                                                 ("activations", "neuron")])
+def test_stacked_interpolation_points_give_the_same_scores(interpolation, level):
+    """Several interpolation points share one forward when they fit the engine's memory budget; one point
+    per forward (a budget of one byte) must give the same scores."""
+    model, stacked_engine, data = _setup("llama", seed=5)
+    one_point_engine = PatchingEngine(adapter_for(model), max_delta_bytes=1)
+    args = {"level": level, "interpolation": interpolation, "steps": 3, "rule": "midpoint"}
+    stacked = attribute(stacked_engine, [data], **args)
+    one_point = attribute(one_point_engine, [data], **args)
+    name = {"edge": "edge_scores", "node": "node_scores", "neuron": "neuron_scores"}[level]
+    torch.testing.assert_close(getattr(stacked, name), getattr(one_point, name), rtol=1e-6, atol=1e-9)
+    assert getattr(stacked, name).abs().sum() > 0
 
 
 def test_interpolation_points():

@@ -131,6 +131,7 @@ class EdgeGradientContraction:
 
     def __call__(self, kind: str, layer: int, grad: Tensor) -> None:
         layout = self.layout
+        grad = _fold_points(grad, self.deltas.shape[1])
         if kind in self._QKV:
             pending = self._pending.setdefault(layer, {})
             pending[kind] = grad
@@ -208,21 +209,36 @@ class SourceGradientCapture:
         self.deltas: list[Tensor] = []
         self.credited: Callable[[SourceGroup], bool] = lambda group: True
 
-    def bind(self, deltas: list[Tensor], credited: Callable[[SourceGroup], bool] | None = None) -> None:
+    def credit(self, credited: Callable[[SourceGroup], bool]) -> None:
+        """Which groups the next forward's hooks credit (set before that forward)."""
+        self.credited = credited
+
+    def bind(self, deltas: list[Tensor]) -> None:
         """May be called after the forward, before the backward (EAP reads its clean outputs from it)."""
         self.deltas = deltas
-        self.credited = credited or (lambda group: True)
 
     def watch(self, group: SourceGroup, index: int, output: Tensor) -> None:
         if not (self.credited(group) and output.requires_grad):
             return
 
         def accumulate(grad: Tensor) -> None:  # deltas are read when the gradient arrives (see bind)
-            product = (_wide(self.deltas[index]) * _wide(grad)).sum(dim=(0, 2))  # [U, d]
+            delta = self.deltas[index]
+            grad = _fold_points(grad, delta.shape[0])
+            product = (_wide(delta) * _wide(grad)).sum(dim=(0, 2))  # [U, d]
             block = product if self.per_neuron else product.sum(-1)
             self.scores[group.start : group.stop] += block.to(self.scores.device)
 
         output.register_hook(accumulate)
+
+
+def _fold_points(grad: Tensor, batch: int) -> Tensor:
+    """Sum a gradient over stacked interpolation points (rows point-major): ``[P*B, ...]`` -> ``[B, ...]``.
+
+    The deltas are the same for every point, so contracting the summed gradient is the sum of the
+    contractions."""
+    if grad.shape[0] == batch:
+        return grad
+    return _wide(grad).unflatten(0, (-1, batch)).sum(0)
 
 
 def _wide(x: Tensor) -> Tensor:
@@ -232,51 +248,78 @@ def _wide(x: Tensor) -> Tensor:
 
 @dataclass
 class _Pass:
-    """One forward+backward of an attribution: how sources are edited and which sources get credit."""
+    """One forward+backward of an attribution: how sources are edited and which sources get credit.
+
+    ``copies`` interpolation points run in this one pass, their rows stacked point-major (``copies * B``
+    rows); the edits return that many rows for the groups they set.
+    """
 
     edit: Callable[[SourceGroup, Tensor], Tensor]
     credited: Callable[[SourceGroup], bool]
+    copies: int = 1
+
+
+def _stacked_points(ablated: Tensor, clean: Tensor, alphas: list[float]) -> Tensor:
+    """``ablated + a * (clean - ablated)`` for each ``a``, stacked point-major along rows, as a grad leaf."""
+    mixed = torch.cat([(ablated + a * (clean - ablated)).expand_as(clean) for a in alphas])
+    return mixed.detach().requires_grad_(True)
 
 
 def _passes(engine: PatchingEngine, acts: BatchActivations | None, interpolation: Interpolation, steps: int,
-            rule: RiemannRule, pooled: bool) -> list[_Pass]:
+            rule: RiemannRule, pooled: bool, points_per_pass: int) -> list[_Pass]:
     """The attribution's forward+backward passes. ``acts`` is None for ``interpolation="none"``: that single
-    pass *is* the clean run, so it records the clean outputs itself instead of a separate forward."""
+    pass *is* the clean run, so it records the clean outputs itself instead of a separate forward.
+    Interpolation points are grouped ``points_per_pass`` to a pass (same sums, fewer and larger forwards)."""
     groups = engine.groups
-
-    def set_input(source: Callable[[], Tensor]) -> Callable[[SourceGroup, Tensor], Tensor]:
-        def edit(group: SourceGroup, output: Tensor) -> Tensor:
-            if group.kind == "input":  # gradients flow from here; model parameters are frozen
-                return source().detach().requires_grad_(True)
-            return output
-        return edit
-
     everyone: Callable[[SourceGroup], bool] = lambda group: True  # noqa: E731
     if interpolation == "none":
         def from_clean_run(group: SourceGroup, output: Tensor) -> Tensor:
             return output.detach().requires_grad_(True) if group.kind == "input" else output
         return [_Pass(from_clean_run, everyone)]
     alphas = interpolation_points(steps, rule)
+    chunks = [alphas[i : i + points_per_pass] for i in range(0, len(alphas), points_per_pass)]
     if interpolation == "inputs":
-        return [
-            _Pass(set_input(lambda a=a: acts.ablated[0] + a * (acts.clean[0] - acts.ablated[0])), everyone)
-            for a in alphas
-        ]
+        def interpolate_input(chunk: list[float]) -> Callable[[SourceGroup, Tensor], Tensor]:
+            def edit(group: SourceGroup, output: Tensor) -> Tensor:
+                if group.kind == "input":  # gradients flow from here; model parameters are frozen
+                    return _stacked_points(acts.ablated[0], acts.clean[0], chunk)
+                return output
+            return edit
+        return [_Pass(interpolate_input(chunk), everyone, len(chunk)) for chunk in chunks]
     if interpolation == "activations":
         passes = []
         for index, target in enumerate(groups):
-            for a in alphas:
-                def edit(group: SourceGroup, output: Tensor, index=index, target=target, a=a) -> Tensor:
+            for chunk in chunks:
+                def edit(group: SourceGroup, output: Tensor, index=index, target=target, chunk=chunk) -> Tensor:
                     i = groups.index(group)
                     if group is target:
-                        mixed = acts.ablated[i] + a * (acts.clean[i] - acts.ablated[i])
-                        return mixed.expand_as(acts.clean[i]).detach().requires_grad_(True)
+                        return _stacked_points(acts.ablated[i], acts.clean[i], chunk)
                     if group.kind == "input":
-                        return acts.clean[0].detach().requires_grad_(True)
+                        return acts.clean[0].repeat(len(chunk), 1, 1, 1).detach().requires_grad_(True)
                     return output
-                passes.append(_Pass(edit, everyone if pooled else (lambda g, target=target: g is target)))
+                credited = everyone if pooled else (lambda g, target=target: g is target)
+                passes.append(_Pass(edit, credited, len(chunk)))
         return passes
     raise ValueError(f"unknown interpolation {interpolation!r} (none, inputs or activations)")
+
+
+def _repeat_rows(batch: CircuitBatch, copies: int) -> CircuitBatch:
+    """The batch's rows repeated ``copies`` times (point-major), for a pass that stacks interpolation points."""
+    if copies == 1:
+        return batch
+    return CircuitBatch(batch.clean_ids.repeat(copies, 1), batch.cf_ids.repeat(copies, 1),
+                        batch.attention_mask.repeat(copies, 1), batch.answers.repeat(copies),
+                        batch.cf_answers.repeat(copies), list(batch.example_ids) * copies)
+
+
+def _points_per_pass(engine: PatchingEngine, batch: CircuitBatch, steps: int) -> int:
+    """How many interpolation points share a forward: as many as keep the stacked source activations of one
+    pass within the engine's ``max_delta_bytes`` (on CPU, large models get one point per pass, as before;
+    small ones run all points in one pass, where per-call overhead dominates)."""
+    layout = engine.layout
+    itemsize = max(torch.finfo(engine.dtype).bits // 8, 4)
+    per_point = layout.n_forward * batch.size * batch.clean_ids.shape[1] * layout.d_model * itemsize
+    return max(1, min(steps, engine.max_delta_bytes // max(per_point, 1)))
 
 
 def attribute(
@@ -313,20 +356,23 @@ def attribute(
             batch_ablation = ablation_for_batch(engine, batch, ablation, reference)
             own_clean_run = interpolation == "none"
             acts = None if own_clean_run else batch_activations(engine, batch, batch_ablation)
-            passes = _passes(engine, acts, interpolation, steps, rule, pooled)
-            passes_per_credit = len(passes) if (interpolation != "activations" or pooled) else steps
+            passes = _passes(engine, acts, interpolation, steps, rule, pooled,
+                             points_per_pass=_points_per_pass(engine, batch, steps))
+            passes_per_credit = sum(p.copies for p in passes) if (interpolation != "activations" or pooled) else steps
             for p in passes:
                 if level == "edge":
                     hook = contraction
                     edit = p.edit
                 else:
                     hook = None
+                    capture.credit(p.credited)
 
                     def edit(group: SourceGroup, output: Tensor, p=p) -> Tensor:
                         output = p.edit(group, output)
                         capture.watch(group, engine.groups.index(group), output)
                         return output
-                out = engine.forward(batch.clean_ids, batch.attention_mask, logit_positions=batch.last_positions,
+                rows = _repeat_rows(batch, p.copies)
+                out = engine.forward(rows.clean_ids, rows.attention_mask, logit_positions=rows.last_positions,
                                      edit_sources=edit, on_receiver_grad=hook, record=own_clean_run)
                 if acts is None:
                     acts = pair_with_ablation(engine, out.sources.groups, batch_ablation)
@@ -335,11 +381,12 @@ def attribute(
                     stacked = source_major_deltas(deltas) if level == "edge" else None
                 if level == "edge":
                     credited = [g for g in engine.groups if p.credited(g)]
-                    rows = slice(credited[0].start, credited[-1].stop) if len(credited) < len(engine.groups) else None
-                    contraction.bind(stacked, batch.last_positions.to(engine.device), rows)
+                    credited_rows = (slice(credited[0].start, credited[-1].stop)
+                                     if len(credited) < len(engine.groups) else None)
+                    contraction.bind(stacked, batch.last_positions.to(engine.device), credited_rows)
                 else:
-                    capture.bind(deltas, p.credited)
-                loss = -logit_difference(out.logits, batch.answers, batch.cf_answers).sum()
+                    capture.bind(deltas)
+                loss = -logit_difference(out.logits, rows.answers, rows.cf_answers).sum()
                 loss.backward()
                 if level == "edge":
                     contraction.finish()
