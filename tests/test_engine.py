@@ -478,6 +478,19 @@ def test_mask_gradient_away_from_the_full_circuit():
 
 
 # ------------------------------------------------ skipping unreached nodes
+def _count_mlp_calls(engine, monkeypatch) -> dict[str, int]:
+    """Count the engine's MLP evaluations (``calls["mlp"]``), to prove which nodes it skipped."""
+    calls = {"mlp": 0}
+    original_mlp = engine.adapter.mlp
+
+    def counting_mlp(layer, z):
+        calls["mlp"] += 1
+        return original_mlp(layer, z)
+
+    monkeypatch.setattr(engine.adapter, "mlp", counting_mlp)
+    return calls
+
+
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_nodes_without_kept_inputs_reuse_counterfactual_outputs_exactly(family, monkeypatch):
     """Under patching, a node with no kept input edge reads the counterfactual residual, so the engine
@@ -491,14 +504,7 @@ def test_nodes_without_kept_inputs_reuse_counterfactual_outputs_exactly(family, 
     for source, destination in (("input", "a1.h2<q>"), ("a1.h2", "m2"), ("m2", "logits")):
         tiny.edges[layout.forward_names.index(source), layout.backward_names.index(destination)] = 1
     circuits = [tiny, _random_mask(layout, 17, density=0.02)]
-    calls = {"mlp": 0}
-    original_mlp = engine.adapter.mlp
-
-    def counting_mlp(layer, z):
-        calls["mlp"] += 1
-        return original_mlp(layer, z)
-
-    monkeypatch.setattr(engine.adapter, "mlp", counting_mlp)
+    calls = _count_mlp_calls(engine, monkeypatch)
     with torch.no_grad():
         ablation = Ablation.patching(engine, cf, am)
         without_shortcut = dataclasses.replace(ablation, attention_mask=None)
@@ -539,14 +545,7 @@ def test_nodes_without_kept_outputs_are_not_computed(family, kind, monkeypatch):
         means = ablation.sources.stacked()[0, :, 0]  # [n_forward, d]
         values = {n: means[i].expand(*clean.shape, -1) for i, n in enumerate(names) if not keep[i]}
     oracle = hf_oracles.forward_with_node_values(model, clean, am, values)
-    calls = {"mlp": 0}
-    original_mlp = engine.adapter.mlp
-
-    def counting_mlp(layer, z):
-        calls["mlp"] += 1
-        return original_mlp(layer, z)
-
-    monkeypatch.setattr(engine.adapter, "mlp", counting_mlp)
+    calls = _count_mlp_calls(engine, monkeypatch)
     with torch.no_grad():
         out = engine.forward(clean, am, mask=CircuitMask.from_nodes(layout, keep), ablation=ablation).logits
     assert _max_diff(out, oracle, am) <= ATOL

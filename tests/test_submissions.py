@@ -355,19 +355,26 @@ def test_evaluate_scores_each_cell_and_names_the_method_after_the_submission(tmp
         assert record.method.file == f"my-method/{record.task.id}_{record.model.id}/" + Path(record.method.file).name
 
 
-@pytest.mark.slow
-def test_evaluate_end_to_end_on_a_random_model(tmp_path, monkeypatch, random_task_model):
+@pytest.fixture
+def random_model_cells(monkeypatch, random_task_model) -> GraphLayout:
+    """Both stand-in models ("tiny-a", "tiny-b") resolve to the random task model; returns its layout."""
     from transformers import AutoConfig
 
-    from mibench.results.record import read_record
     from mibench.submissions import check as check_module
     from mibench.submissions.models import ModelTarget
 
-    config = Graph.from_hf_config(AutoConfig.from_pretrained(random_task_model)).layout
-    monkeypatch.setitem(TINY, "tiny-a", config)
-    monkeypatch.setitem(TINY, "tiny-b", config)
+    layout = Graph.from_hf_config(AutoConfig.from_pretrained(random_task_model)).layout
+    monkeypatch.setitem(TINY, "tiny-a", layout)
+    monkeypatch.setitem(TINY, "tiny-b", layout)
     monkeypatch.setattr(check_module, "resolve_model",
-                        lambda name: ModelTarget(name, str(random_task_model), config, "zoo"))
+                        lambda name: ModelTarget(name, str(random_task_model), layout, "zoo"))
+    return layout
+
+
+@pytest.mark.slow
+def test_evaluate_end_to_end_on_a_random_model(tmp_path, random_model_cells):
+    from mibench.results.record import read_record
+
     folder = importances_submission(tmp_path, suffixes=(".json", ".pt", ".json", ".safetensors"))
     results = evaluate_submission(folder, tmp_path / "results", limit=8, bootstrap=10, batch_size=8, progress=False)
     assert len(results) == 4
@@ -379,18 +386,10 @@ def test_evaluate_end_to_end_on_a_random_model(tmp_path, monkeypatch, random_tas
 
 
 @pytest.mark.slow
-def test_nine_circuit_submission_is_scored_end_to_end(tmp_path, monkeypatch, random_task_model):
-    from transformers import AutoConfig
-
+def test_nine_circuit_submission_is_scored_end_to_end(tmp_path, random_model_cells):
     from mibench.results.record import read_record
-    from mibench.submissions import check as check_module
-    from mibench.submissions.models import ModelTarget
 
-    layout = Graph.from_hf_config(AutoConfig.from_pretrained(random_task_model)).layout
-    monkeypatch.setitem(TINY, "tiny-a", layout)
-    monkeypatch.setitem(TINY, "tiny-b", layout)
-    monkeypatch.setattr(check_module, "resolve_model",
-                        lambda name: ModelTarget(name, str(random_task_model), layout, "zoo"))
+    layout = random_model_cells
     folder = circuits_submission(tmp_path)
     results = evaluate_submission(folder, tmp_path / "results", limit=8, bootstrap=10, batch_size=8, progress=False)
     assert len(results) == 4
