@@ -164,6 +164,7 @@ def render_csv(leaderboard: Leaderboard) -> str:
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 80rem; padding: 0 1rem; color: #222; }
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
+.table-scroll { overflow-x: auto; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child, table.text th, table.text td { text-align: left; }
 table.text td { white-space: normal; }
@@ -223,7 +224,8 @@ def render_html(leaderboard: Leaderboard) -> str:
         out.append(f'<h2 id="table-{number}">{_h(_table_heading(table))}</h2>')
         for metric in table.track.metrics:
             out += [f"<h3>{_h(metric.name)} ({_h(_direction(metric))})</h3>",
-                    f'<p class="note">{_h(metric.description)}.</p>', '<table class="sortable">', "<thead><tr>",
+                    f'<p class="note">{_h(metric.description)}.</p>', '<div class="table-scroll">',
+                    '<table class="sortable">', "<thead><tr>",
                     '<th scope="col"><button type="button">method</button></th>']
             out += [f'<th scope="col" title="{_h(c.key)}"><button type="button">{_h(c.label)}</button></th>'
                     for c in table.columns]
@@ -244,7 +246,7 @@ def render_html(leaderboard: Leaderboard) -> str:
                     sort = "" if math.isnan(value) else repr(value)
                     row.append(f'<td{best} data-value="{sort}" title="{_h(entry.record)}">{text}</td>')
                 out.append("".join(row) + "</tr>")
-            out += ["</tbody>", "</table>"]
+            out += ["</tbody>", "</table>", "</div>"]
         out += ['<p class="note">Columns (every record in a column shares this comparability key):</p>', "<ul>"]
         out += [f"<li>{_h(c.label)}: {_h(c.details)}; key <code>{_h(c.key)}</code></li>" for c in table.columns]
         out.append("</ul>")
