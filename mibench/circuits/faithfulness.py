@@ -21,7 +21,7 @@ from mibench.circuits.metrics import logit_difference
 from mibench.engine.ablation import Ablation
 from mibench.engine.engine import PatchingEngine
 from mibench.engine.masks import CircuitMask
-from mibench.graph.graph import Graph, real_edge_mask
+from mibench.graph.graph import Graph
 
 
 @dataclass
@@ -41,15 +41,11 @@ def _mask_key(mask: CircuitMask) -> bytes:
     return key
 
 
-def _shortcut(mask: CircuitMask, n_real_edges: int) -> str | None:
+def _shortcut(engine: PatchingEngine, mask: CircuitMask) -> str | None:
     """``"full"`` / ``"empty"`` when the circuit is the whole graph / nothing, else None."""
-    kept = int(mask.edges.count_nonzero())
-    if kept == 0:
+    if int(mask.edges.count_nonzero()) == 0:
         return "empty"
-    if kept == n_real_edges and (mask.neurons is None or bool((mask.neurons == 1).all())) \
-            and bool((mask.edges[mask.edges != 0] == 1).all()):
-        return "full"
-    return None
+    return "full" if engine.is_complete(mask) else None
 
 
 def evaluate_circuits(
@@ -59,13 +55,12 @@ def evaluate_circuits(
     *,
     on_batch: Callable[[int], None] | None = None,
 ) -> CircuitEvaluation:
-    n_real_edges = int(real_edge_mask(engine.layout).sum())
     unique: dict[bytes, int] = {}
     masks: list[CircuitMask] = []
     which: list[int | str] = []  # index into the stacked circuits, or "full" / "empty"
     for graph in circuits:
         mask = CircuitMask.from_graph(graph)
-        shortcut = _shortcut(mask, n_real_edges)
+        shortcut = _shortcut(engine, mask)
         if shortcut is not None:
             which.append(shortcut)
             continue

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from mibench.circuits.areas import area_weights, bootstrap_replicate_means, cmd, cpr, faithfulness
 from mibench.circuits.batches import CircuitBatch
@@ -111,10 +110,7 @@ def score_circuits(
         raise ValueError(f"the circuits mix levels: {sorted(levels)}")
     ordered = sorted(circuits, key=lambda c: c.weighted_edge_count())
     complete = ordered[-1].clone()
-    complete.edges_in_graph = complete.real_edge_mask.clone()
-    complete.nodes_in_graph = torch.ones_like(complete.nodes_in_graph)
-    if complete.neurons_in_graph is not None:
-        complete.neurons_in_graph = torch.ones_like(complete.neurons_in_graph)
+    complete.reset(empty=False)
     curve = ordered + [complete]
     return _score(engine, batches, level=ordered[0].level, n_items=n_scored_items(ordered[0]),
                   cpr_circuits=("submitted", curve), cmd_circuits=("submitted", curve),

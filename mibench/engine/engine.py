@@ -287,8 +287,8 @@ class PatchingEngine:
             mlp_cols, mlp_prev = [self.layout.mlp_backward_index(layer)], self.layout.mlp_prev_index(layer)
             if record_receivers:
                 receivers.append(resid)
-            mlp_source = self.groups[group_index + 1]
-            if self._output_is_ablated(run, mlp_cols, mlp_prev, mlp_source):
+            if run.skips_nodes and not bool(self._live_sources(run, self.groups[group_index + 1], mlp_cols,
+                                                               mlp_prev).any()):
                 mlp_out = self._ablated_output(run, group_index + 1, rows, resid)
             else:
                 mlp_in = self._destination_inputs(run, mlp_cols, mlp_prev, resid)
@@ -332,7 +332,7 @@ class PatchingEngine:
             mask.edges.to(device=self.device, dtype=self.dtype),
             None if mask.neurons is None else mask.neurons.to(device=self.device, dtype=self.dtype),
         )
-        all_live = self._is_all_live(mask)
+        all_live = self.is_complete(mask)
         if not grad_mode and all_live:
             return _Run(None, None, mask.n_circuits or 1, False)
         ablated: list[Tensor | None]
@@ -356,7 +356,8 @@ class PatchingEngine:
                   and recorded_mask.shape == attention_mask.shape and bool((recorded_mask == attention_mask).all()))
         return _Run(mask, ablated, n_circuits, grad_mode, store, reuses)
 
-    def _is_all_live(self, mask: CircuitMask) -> bool:
+    def is_complete(self, mask: CircuitMask) -> bool:
+        """Does the mask keep every real edge (and every neuron)? Such a forward is the unpatched run."""
         real = self._real_edges.to(mask.edges.device)
         edges_live = bool((mask.edges[..., real] == 1).all())
         neurons_live = mask.neurons is None or bool((mask.neurons == 1).all())
@@ -497,11 +498,8 @@ class PatchingEngine:
             kind: [start + i * n_heads + h for h in range(n_heads)] for i, kind in enumerate(("q", "k", "v"))
         }
         if run.skips_nodes:
-            group = self.groups[1 + 2 * layer]
-            live = self._any_kept_out(run, group)
-            if run.reuses_ablated_outputs:
-                qkv_cols = per_kind_cols["q"] + per_kind_cols["k"] + per_kind_cols["v"]
-                live &= self._any_kept(run, qkv_cols, prev).view(3, n_heads).any(0)
+            qkv_cols = per_kind_cols["q"] + per_kind_cols["k"] + per_kind_cols["v"]
+            live = self._live_sources(run, self.groups[1 + 2 * layer], qkv_cols, prev)
             if not bool(live.all()):
                 return self._attention_of_heads(run, layer, live.nonzero().flatten(), resid, rotary,
                                                 pattern_mask, settings, per_kind_cols, prev, weights)
@@ -555,7 +553,7 @@ class PatchingEngine:
 
     def _attention_of_heads(self, run: _Run, layer: int, heads: Tensor, resid: Tensor, rotary, pattern_mask,
                             settings, per_kind_cols: dict[str, list[int]], prev: int, weights) -> Tensor:
-        """Per-head outputs when only ``heads`` need computing (see :meth:`_output_is_ablated`); every
+        """Per-head outputs when only ``heads`` need computing (see :meth:`_live_sources`); every
         other head outputs its ablated value. The live heads are computed one K/V input per query head,
         from views of the K/V weights indexed by group.
         """
@@ -580,19 +578,19 @@ class PatchingEngine:
         out[:, heads] = torch.einsum("bhtk,hdk->bhtd", z, weights.wo[heads])
         return out
 
-    def _output_is_ablated(self, run: _Run, cols: list[int], prev: int, source: SourceGroup) -> bool:
-        """Can a single-node source group take its ablated output instead of being computed?
+    def _live_sources(self, run: _Run, source: SourceGroup, in_cols: list[int], prev: int) -> Tensor:
+        """Bool ``[U]``: which sources of the group must be computed (evaluation under a mask only).
 
-        Yes when no circuit keeps any of its outgoing edges: every destination then reads its ablated value,
-        so its own output only enters through ``D = a~ - a`` and setting ``a = a~`` is exact (any ablation).
-        Under counterfactual patching also when it keeps no *incoming* edge: it then reads exactly the
-        counterfactual residual, so its output is the recorded counterfactual one.
+        Not a source none of whose outgoing edges any circuit keeps: every destination reads its ablated
+        value, so its own output only enters through ``D = a~ - a`` and setting ``a = a~`` is exact (any
+        ablation). Under counterfactual patching, not one that keeps no *incoming* edge either: it reads
+        exactly the counterfactual residual, so its output is the recorded counterfactual one.
+        ``in_cols`` are the group's destination columns, kind-major (``[q heads, k heads, v heads]``).
         """
-        if not run.skips_nodes:
-            return False
-        if not bool(self._any_kept_out(run, source).any()):
-            return True
-        return run.reuses_ablated_outputs and not bool(self._any_kept(run, cols, prev).any())
+        live = self._any_kept_out(run, source)
+        if run.reuses_ablated_outputs:
+            live &= self._any_kept(run, in_cols, prev).view(-1, source.size).any(0)
+        return live
 
     def _ablated_output(self, run: _Run, index: int, rows: int, like: Tensor, units: int = 1) -> Tensor:
         """Source group ``index``'s ablated output ``[R, U, T, d]`` (zeros under zero ablation)."""
