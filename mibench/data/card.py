@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mibench.data.splits import SPLITS
 from mibench.errors import MibenchError
@@ -42,6 +42,19 @@ class OfficialDataset(BaseModel):
     private_repo: str | None = None
 
 
+class CausalSpec(BaseModel):
+    """What the causal-variable track uses of a task: token positions, counterfactual kinds, variables.
+
+    The mechanisms themselves are code (the task class's ``causal_model()``); the card only names what
+    can be asked for, so ``mibench ls tasks`` can show it without importing anything.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    variables: list[str] = Field(min_length=1, description="causal variables a featurizer may localise")
+    positions: list[str] = Field(min_length=1, description="schema roles intervened at (their last token)")
+    counterfactuals: list[str] = Field(min_length=1, description="counterfactual kinds used to train and test")
+
+
 class TaskCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,6 +70,7 @@ class TaskCard(BaseModel):
     variables: dict[str, str] = Field(default_factory=dict)
     schema_roles: dict[str, str] = Field(alias="schema", description="token roles -> what they mark")
     official: OfficialDataset | None = None
+    causal: CausalSpec | None = None
 
     @field_validator("version", mode="before")
     @classmethod
@@ -86,6 +100,19 @@ class TaskCard(BaseModel):
         return value
 
     _entry_form = field_validator("entry")(classmethod(lambda cls, value: check_entry_point(value)))
+
+    @model_validator(mode="after")
+    def _causal_names_exist(self) -> "TaskCard":
+        if self.causal is None:
+            return self
+        checks = (("variables", self.causal.variables, self.variables),
+                  ("positions", self.causal.positions, self.schema_roles),
+                  ("counterfactuals", self.causal.counterfactuals, self.counterfactuals))
+        for name, used, declared in checks:
+            unknown = [x for x in used if x not in declared]
+            if unknown:
+                raise ValueError(f"causal.{name}: {unknown} not declared by the card (declared: {list(declared)})")
+        return self
 
 
 def load_card(path: str | Path) -> TaskCard:

@@ -6,11 +6,14 @@ import dataclasses
 import random
 import re
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from mibench.data.card import TaskCard
 from mibench.data.example import Example
 from mibench.data.splits import check_split, partition_of, sampling_seed
+
+if TYPE_CHECKING:
+    from mibench.causal.causal_model import CausalModel
 
 
 class Task:
@@ -45,6 +48,13 @@ class Task:
     def draw(self, rng: random.Random) -> tuple[str, Example]:
         """One random example and its split key (the part that must not be shared across splits)."""
         raise NotImplementedError
+
+    def causal_model(self) -> "CausalModel":
+        """The task's high-level algorithm for the causal-variable track (tasks whose card has a
+        ``causal`` section override this)."""
+        from mibench.errors import MibenchError
+
+        raise MibenchError(f"task {self.card.id!r} declares no causal model (its card has no 'causal' section)")
 
     def _sample_unique(self, rng: random.Random, split: str, n: int) -> list[Example]:
         seen: set[str] = set()

@@ -16,6 +16,9 @@ Causal variables (MIB's arithmetic causal model from the causal-variable track):
   ``ones_out = (o1-o2) mod 10``, ``tens_out = t1-t2-borrow`` and ``hundreds_out`` is always 0.
 * ``result``: the integer answer.
 
+The causal model that recomputes these from the operand digits (and lets ``ones_carry`` be fixed) is in
+:mod:`mibench.tasks.arithmetic.causal`; it uses the same :class:`Operation` column rules as the generator.
+
 Counterfactual kinds:
 
 * ``random``: an independent problem of the same operation whose result differs from the clean one
@@ -36,8 +39,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
 
+from mibench.causal.causal_model import CausalModel
 from mibench.data.example import Counterfactual, Example, Span
 from mibench.data.task import Task, fill, last_word_span
+from mibench.tasks.arithmetic.causal import arithmetic_causal_model
 
 OPERANDS = range(10, 100)
 TEMPLATE = "Q: How much is {op1} {operator} {op2}? A:"
@@ -45,11 +50,25 @@ TEMPLATE = "Q: How much is {op1} {operator} {op2}? A:"
 
 @dataclass(frozen=True)
 class Operation:
-    """What distinguishes one arithmetic task from the other."""
+    """What distinguishes one arithmetic task from the other.
+
+    The column rules below are written once in terms of :attr:`apply`, so the generator's variables and
+    the causal model (:mod:`mibench.tasks.arithmetic.causal`) cannot disagree about what a carry is.
+    """
 
     word: str  # the operator as the prompt spells it ("plus", "minus")
     apply: Callable[[int, int], int]
     commutative: bool  # whether (a, b) and (b, a) are one problem for splitting
+
+    def carry(self, ones1: int, ones2: int) -> int:
+        """Carry (addition) or borrow (subtraction): the ones-column result leaves the digit range 0..9."""
+        return _leaves_digit_range(self.apply(ones1, ones2))
+
+    def tens_column(self, tens1: int, tens2: int, carry: int) -> int:
+        """The tens column's value: the carry joins it the way the operation combines digits, so it is
+        added for addition (``t1 + t2 + carry``) and subtracted as a borrow for subtraction
+        (``t1 - t2 - borrow``). Taking ``carry`` as an argument is what lets the causal model fix it."""
+        return self.apply(self.apply(tens1, tens2), carry)
 
 
 ADDITION = Operation("plus", lambda a, b: a + b, commutative=True)
@@ -70,8 +89,8 @@ class Problem:
 
     @property
     def ones_carry(self) -> int:
-        """Carry (addition) or borrow (subtraction): the ones-column result leaves the digit range 0..9."""
-        return int(not 0 <= self.operation.apply(self.op1 % 10, self.op2 % 10) <= 9)
+        """Carry (addition) or borrow (subtraction), see :meth:`Operation.carry`."""
+        return self.operation.carry(self.op1 % 10, self.op2 % 10)
 
     @property
     def answer(self) -> str:
@@ -143,14 +162,19 @@ def carry_flips(problem: Problem) -> tuple[Problem, ...]:
 def _ones_flips(operation: Operation, column: int) -> tuple[tuple[int, int], ...]:
     """Ones-digit pairs whose column value has ``column``'s last digit but the other carry (cached: the
     answer depends only on the column value, of which each operation has fewer than 30)."""
-    carry = not 0 <= column <= 9
+    carry = _leaves_digit_range(column)
     pairs = []
     for ones1 in range(10):
         for ones2 in range(10):
             value = operation.apply(ones1, ones2)
-            if value % 10 == column % 10 and (not 0 <= value <= 9) != carry:
+            if value % 10 == column % 10 and _leaves_digit_range(value) != carry:
                 pairs.append((ones1, ones2))
     return tuple(pairs)
+
+
+def _leaves_digit_range(column: int) -> int:
+    """1 when a column's value is outside 0..9, i.e. it passes a carry or needs a borrow, else 0."""
+    return int(not 0 <= column <= 9)
 
 
 def random_counterpart(problem: Problem, rng: random.Random) -> Problem:
@@ -162,9 +186,13 @@ def random_counterpart(problem: Problem, rng: random.Random) -> Problem:
 
 
 class ArithmeticTask(Task):
-    """Shared ``draw`` for the arithmetic tasks; a subclass only names its :class:`Operation`."""
+    """Shared ``draw`` and causal model for the arithmetic tasks; a subclass only names its
+    :class:`Operation`."""
 
     operation: ClassVar[Operation]
+
+    def causal_model(self) -> CausalModel:
+        return arithmetic_causal_model(self.card.id, self.operation)
 
     def draw(self, rng: random.Random) -> tuple[str, Example]:
         problem, flips = self._problem_with_carry_flip(rng)

@@ -13,15 +13,20 @@ Counterfactual kinds (as MIB defines them; positions 1 and 2 are the two names o
   marked ``has_answer=False`` (``answer`` keeps the clean answer as a placeholder) and the third name is
   recorded in ``variables['random_c']``.
 * ``random_names``: the same sentence with three different names -> the new indirect object.
+
+Every prompt (clean and each counterfactual) also records ``names`` (the first clause's two names in text
+order) and ``giver`` (the S2 name), the inputs of the causal model (:mod:`mibench.tasks.ioi.causal`).
 """
 
 from __future__ import annotations
 
 import random
 
+from mibench.causal.causal_model import CausalModel
 from mibench.data.example import Counterfactual, Example
 from mibench.data.registry import register_task
 from mibench.data.task import Task, fill, last_word_span
+from mibench.tasks.ioi.causal import ioi_causal_model
 
 NAMES = (
     "Mary", "John", "Tom", "James", "Michael", "David", "Robert", "William", "Richard", "Joseph",
@@ -51,8 +56,18 @@ def ioi_prompt(template: str, first: str, second: str, giver: str, place: str, o
     return text, slots
 
 
+def slot_variables(first: str, second: str, giver: str) -> dict:
+    """What the causal model reads from a prompt: the first clause's two names in text order and the S2
+    name (the giver). Recorded on every prompt, clean and counterfactual, since a counterfactual's own
+    ``output_token``/``output_position`` are outputs of the model, not inputs it can be run on."""
+    return {"names": [first, second], "giver": giver}
+
+
 @register_task("ioi")
 class IOITask(Task):
+    def causal_model(self) -> CausalModel:
+        return ioi_causal_model(self.card.id)
+
     def draw(self, rng: random.Random) -> tuple[str, Example]:
         template_index = rng.randrange(len(TEMPLATES))
         template = TEMPLATES[template_index]
@@ -60,35 +75,38 @@ class IOITask(Task):
         place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
         io_first = rng.random() < 0.5
 
-        def sentence(io_name: str, s_name: str, giver: str, io_is_first: bool) -> tuple[str, dict]:
+        def sentence(io_name: str, s_name: str, giver: str, io_is_first: bool) -> tuple[str, dict, dict]:
+            """Prompt, spans, and the slot variables the causal model reads (``names``, ``giver``)."""
             first, second = (io_name, s_name) if io_is_first else (s_name, io_name)
             text, slots = ioi_prompt(template, first, second, giver, place, obj)
             io_slot, s_slot = ("N1", "N2") if io_is_first else ("N2", "N1")
             spans = {"IO": slots[io_slot], "S1": slots[s_slot], "S2": slots["S2"], "END": last_word_span(text)}
-            return text, spans
+            return text, spans, slot_variables(first, second, giver)
 
         def variables(answer: str, first: str) -> dict:
             return {"output_token": answer, "output_position": 0 if answer == first else 1}
 
         first_name = io if io_first else s
-        prompt, spans = sentence(io, s, s, io_first)
+        prompt, spans, slots = sentence(io, s, s, io_first)
         flipped_first = s if io_first else io
 
-        s2_prompt, s2_spans = sentence(io, s, io, io_first)  # giver is now IO: answer S
-        s1_prompt, s1_spans = sentence(io, s, s, not io_first)
-        both_prompt, both_spans = sentence(io, s, io, not io_first)
-        abc_prompt, abc_spans = sentence(io, s, other, io_first)
+        s2_prompt, s2_spans, s2_slots = sentence(io, s, io, io_first)  # giver is now IO: answer S
+        s1_prompt, s1_spans, s1_slots = sentence(io, s, s, not io_first)
+        both_prompt, both_spans, both_slots = sentence(io, s, io, not io_first)
+        abc_prompt, abc_spans, abc_slots = sentence(io, s, other, io_first)
         new_io, new_s, _ = rng.sample([n for n in NAMES if n not in (io, s)], 3)
-        random_prompt, random_spans = sentence(new_io, new_s, new_s, io_first)
+        random_prompt, random_spans, random_slots = sentence(new_io, new_s, new_s, io_first)
 
         counterfactuals = {
-            "s2_io_flip": Counterfactual(s2_prompt, " " + s, variables(s, first_name), s2_spans),
-            "s1_io_flip": Counterfactual(s1_prompt, " " + io, variables(io, flipped_first), s1_spans),
-            "s1_ioi_flip_s2_ioi_flip": Counterfactual(both_prompt, " " + s, variables(s, flipped_first), both_spans),
-            "abc": Counterfactual(abc_prompt, " " + io, {**variables(io, first_name), "random_c": other}, abc_spans,
-                                  has_answer=False),
+            "s2_io_flip": Counterfactual(s2_prompt, " " + s, {**variables(s, first_name), **s2_slots}, s2_spans),
+            "s1_io_flip": Counterfactual(s1_prompt, " " + io, {**variables(io, flipped_first), **s1_slots}, s1_spans),
+            "s1_ioi_flip_s2_ioi_flip": Counterfactual(
+                both_prompt, " " + s, {**variables(s, flipped_first), **both_slots}, both_spans),
+            "abc": Counterfactual(abc_prompt, " " + io, {**variables(io, first_name), "random_c": other, **abc_slots},
+                                  abc_spans, has_answer=False),
             "random_names": Counterfactual(
-                random_prompt, " " + new_io, variables(new_io, new_io if io_first else new_s), random_spans),
+                random_prompt, " " + new_io, {**variables(new_io, new_io if io_first else new_s), **random_slots},
+                random_spans),
         }
         example = Example(
             id="",
@@ -96,7 +114,7 @@ class IOITask(Task):
             answer=" " + io,
             counterfactuals=counterfactuals,
             spans=spans,
-            variables={**variables(io, first_name), "io": io, "s": s, "place": place, "object": obj},
+            variables={**variables(io, first_name), "io": io, "s": s, "place": place, "object": obj, **slots},
             template=template,
         )
         return "|".join(sorted((io, s))), example

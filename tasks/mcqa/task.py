@@ -32,6 +32,9 @@ Counterfactual kinds (MIB's causal-track names):
 Every counterfactual keeps the object, the stated colour and the set of colours, so its prompt has the
 same words, in the same places, as the clean prompt: token lengths match for any tokenizer in which each
 letter and each `` colour`` is one token (the causal track patches position by position).
+
+The causal model (:mod:`mibench.tasks.mcqa.causal`) reads ``symbols``, ``choices`` and ``color`` from
+each prompt's variables.
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ import random
 import string
 from typing import Any
 
+from mibench.causal.causal_model import CausalModel
 from mibench.data.example import Counterfactual, Example, Span
 from mibench.data.registry import register_task
 from mibench.data.task import Task, fill, last_word_span
+from mibench.tasks.mcqa.causal import mcqa_causal_model
 
 OBJECTS = (
     "car", "ball", "cup", "hat", "shirt", "chair", "table", "book", "pen", "bag",
@@ -122,6 +127,9 @@ def _other_letters(rng: random.Random, symbols: list[str]) -> list[str]:
 @register_task("mcqa")
 class MCQATask(Task):
     """Copy-colors MCQA with symbols A-D; split by (object, colour) pair."""
+
+    def causal_model(self) -> CausalModel:
+        return mcqa_causal_model(self.card.id)
 
     def draw(self, rng: random.Random) -> tuple[str, Example]:
         obj = rng.choice(OBJECTS)
