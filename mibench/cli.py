@@ -152,8 +152,9 @@ def _list_methods(args: argparse.Namespace) -> int:
     for card in list_method_cards():
         arguments = ", ".join(f"{name}={arg.default}" for name, arg in card.arguments.items()) or "-"
         paper = f"{card.paper.authors} {card.paper.year}" if card.paper else "-"
-        rows.append([card.id, card.track, card.name, ", ".join(card.levels), ", ".join(card.ablations), arguments,
-                     paper])
+        circuit = card.track == "circuit"  # levels and ablations mean nothing to a featurizer
+        rows.append([card.id, card.track, card.name, ", ".join(card.levels) if circuit else "-",
+                     ", ".join(card.ablations) if circuit else "-", arguments, paper])
     headers = ["method", "track", "name", "levels", "ablations", "arguments", "paper"]
     wrap = [None, None, 28, None, 22, 28, 24] if args.format in WRAPPED_FORMATS else None
     print(tabulate(rows, headers=headers, tablefmt=args.format, maxcolwidths=wrap, disable_numparse=True))
@@ -201,11 +202,14 @@ def _ls_run(args: argparse.Namespace) -> int:
 COMMANDS: list[Command] = [
     Command(
         name="evaluate",
-        help="run a circuit method on a task and score it (CPR, CMD, faithfulness curve)",
-        description="Score the model's graph with a method on train examples, keep the top 0.1%%..100%% of it, "
-        "ablate the rest with counterfactual activations on the evaluation split, and report "
-        "faithfulness, CPR and CMD with bootstrap standard errors. Writes record.json, scores.json "
-        "(MIB format) and faithfulness.png under --output-dir.",
+        help="run a method on a task and score it: circuits (CPR, CMD) or causal variables (IIA)",
+        description="Circuit track (default): score the model's graph with a method on train examples, keep the "
+        "top 0.1%%..100%% of it, ablate the rest with counterfactual activations on the evaluation split, and "
+        "report faithfulness, CPR and CMD with bootstrap standard errors. Writes record.json, scores.json "
+        "(MIB format) and faithfulness.png under --output-dir. Causal track (--track causal): fit and train the "
+        "featurizer at every (layer, token role) on train pairs, and report interchange intervention accuracy "
+        "per site, per layer, and its average and best over layers. Writes record.json, iia_heatmap.png and "
+        "the trained featurizers (safetensors + JSON cards).",
         examples=(
             ("mibench evaluate --method eap-ig-inputs --task ioi", "the embedded model, IOI, EAP-IG"),
             ("mibench evaluate --method eap --task mcqa --ablation mean", "EAP with mean ablation"),
@@ -213,6 +217,10 @@ COMMANDS: list[Command] = [
             ("mibench evaluate --method eap-ig-inputs --method-arg ig_steps=20 --task ioi --model gpt2",
              "a hub model, more IG steps"),
             ("mibench evaluate --method exact --task ioi --limit 100 --format github", "quick look, Markdown"),
+            ("mibench evaluate --track causal --method das --task mcqa --variable answer_pointer",
+             "causal track: DAS, IIA over layers x positions"),
+            ("mibench evaluate --track causal --method dbm-sae --task arithmetic_addition --variable ones_carry "
+             "--layers 1,2", "DBM over SAE latents at two layers"),
         ),
         add_arguments=evaluate_arguments,
         run=run_evaluate,
@@ -226,6 +234,8 @@ COMMANDS: list[Command] = [
             ("mibench score results/ioi/gpt2-tasks/eap_edge_patching_test_seed0/scores.json --task ioi",
              "re-score a saved importance file"),
             ("mibench score importances.pt --task ioi --model gpt2", "an MIB .pt file for GPT-2"),
+            ("mibench score --track causal results/mcqa/gpt2-tasks/causal_answer_pointer_das_test_seed0/featurizers "
+             "--task mcqa --variable answer_pointer", "re-score saved (or submitted) featurizers"),
         ),
         add_arguments=score_arguments,
         run=run_score,

@@ -39,8 +39,34 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _causal_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("causal track (--track causal)")
+    group.add_argument("--variable", help="causal variable to localise, e.g. answer_pointer (see 'mibench ls tasks')")
+    group.add_argument("--layers", type=_int_list, metavar="L,L,...",
+                       help="layers to intervene at (residual stream after each block; default: all)")
+    group.add_argument("--positions", type=_str_list, metavar="ROLE,...",
+                       help="token roles to intervene at (default: the task card's causal positions)")
+    group.add_argument("--train-examples", type=int, default=400,
+                       help="train-split examples per counterfactual kind for fitting and training (default: 400)")
+    group.add_argument("--sae-dir", help="SAELens-layout folder with layer_<L>/ SAEs (sae, dbm-sae on hub models)")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [x for x in text.replace(" ", "").split(",") if x]
+
+
 def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, help="circuit method id (see 'mibench ls methods')")
+    parser.add_argument("--method", required=True, help="method id (see 'mibench ls methods'): a circuit method, "
+                        "or a featurizer with --track causal")
+    parser.add_argument("--track", choices=("circuit", "causal"), default="circuit",
+                        help="circuit localization (default) or causal variable localization")
     parser.add_argument("--level", choices=LEVELS, help="granularity (default: the method's first)")
     parser.add_argument("--ablation", default="patching", choices=ABLATIONS,
                         help="what ablated edges carry during attribution (evaluation always patches "
@@ -50,12 +76,17 @@ def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attribution-examples", type=int, default=100,
                         help="train-split examples the method attributes on (default: 100)")
     _common_arguments(parser)
+    _causal_arguments(parser)
 
 
 def score_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("circuit_file", help="MIB importance/circuit file (.json, .pt, .safetensors)")
+    parser.add_argument("circuit_file", metavar="PATH", help="MIB importance/circuit file (.json, .pt, .safetensors); "
+                        "with --track causal, a folder of saved featurizers (L<layer>_<role>.json + .safetensors)")
+    parser.add_argument("--track", choices=("circuit", "causal"), default="circuit",
+                        help="what PATH holds: circuit scores (default) or causal-track featurizers")
     parser.add_argument("--level", choices=LEVELS, help="check the file holds this level's scores")
     _common_arguments(parser)
+    _causal_arguments(parser)
 
 
 def _request(args: argparse.Namespace, **extra):
@@ -88,8 +119,11 @@ def _report(result, table_format: str) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from mibench.circuits.run import run_evaluation
     from mibench.method_registry import parse_method_args
+
+    if args.track == "causal":
+        return _run_causal(args, method=args.method, method_args=parse_method_args(args.method_arg))
+    from mibench.circuits.run import run_evaluation
 
     request = _request(args, method=args.method, method_args=parse_method_args(args.method_arg),
                        ablation=args.ablation, attribution_examples=args.attribution_examples)
@@ -97,6 +131,42 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    if args.track == "causal":
+        return _run_causal(args, featurizer_dir=args.circuit_file)
     from mibench.circuits.run import run_evaluation
 
     return _report(run_evaluation(_request(args, circuit_file=args.circuit_file)), args.format)
+
+
+def _run_causal(args: argparse.Namespace, **extra) -> int:
+    from mibench.causal.report import site_table, summary_table
+    from mibench.causal.run import CausalRequest, run_causal_evaluation
+
+    if not args.variable:
+        raise MibenchError("--track causal needs --variable (see 'mibench ls tasks' for each task's variables)")
+    if args.batch_size < 1 or args.train_examples < 1:
+        raise MibenchError("--batch-size and --train-examples must be at least 1")
+    request = CausalRequest(
+        task=args.task, model=args.model or default_model(), variable=args.variable, layers=args.layers,
+        positions=args.positions, split=args.split, limit=args.limit, train_examples=args.train_examples,
+        batch_size=args.batch_size, seed=args.seed, bootstrap=args.bootstrap, device=args.device, dtype=args.dtype,
+        revision=args.revision, sae_dir=args.sae_dir, output_dir=args.output_dir,
+        progress=False if args.quiet else None, invocation=["mibench", *sys.argv[1:]], **extra,
+    )
+    result = run_causal_evaluation(request)
+    record = result.record
+    print(site_table(record, args.format))
+    print()
+    print(summary_table(record, args.format))
+    if record.metrics.missing_sites:
+        print(f"\nnote: not scored (no featurizer given): {', '.join(record.metrics.missing_sites)}; "
+              "'average' needs every layer")
+    if record.task.dropped:
+        dropped = ", ".join(f"{n} {why}" for why, n in record.task.dropped.items())
+        print(f"\nnote: pairs dropped: {dropped}")
+    print(f"\nrecord: {result.record_path}")
+    if "plot" in record.artifacts:
+        print(f"plot:   {result.folder / record.artifacts['plot']}")
+    if "featurizers" in record.artifacts:
+        print(f"featurizers: {result.folder / record.artifacts['featurizers']}")
+    return 0

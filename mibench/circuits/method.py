@@ -67,7 +67,7 @@ class CircuitMethod:
 def load_method(name: str, overrides: dict[str, Any] | None = None) -> CircuitMethod:
     card = get_method_card(name)
     if card.track != "circuit":
-        raise MibenchError(f"{name!r} is a {card.track}-track method, not a circuit method")
+        raise MibenchError(f"{name!r} is a {card.track}-track method, not a circuit method (run it with --track causal)")
     cls = method_class(name)
     return cls(card, resolve_arguments(card, overrides or {}))
 

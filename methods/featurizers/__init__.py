@@ -1,0 +1,1 @@
+"""Built-in causal-track featurizer methods (see the YAML cards in this folder)."""

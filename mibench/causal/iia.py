@@ -1,0 +1,89 @@
+"""Interchange intervention accuracy (IIA): per site, per layer, and the two headline numbers.
+
+Aggregation is MIB's (``aggregate_results.py``):
+
+1. ``acc(site)`` = unweighted mean over the test counterfactual kinds of the fraction of pairs whose
+   intervened output is the causal model's label;
+2. ``best(layer)`` = max over token positions of ``acc``;
+3. **average** = mean over layers of ``best(layer)``; **best** = max over layers.
+
+"average" is only defined when every layer was scored (MIB's leaderboard ranks it only for complete
+submissions); with missing layers it is None and the missing sites are listed. Standard errors come
+from a seeded bootstrap over test pairs (each kind resampled on its own), recomputing the whole
+aggregation (max over positions, mean/max over layers) in every replicate, so they include the optimism
+of taking maxima.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class SiteResult:
+    layer: int
+    role: str
+    correct: dict[str, Tensor]  # kind -> [N_kind] bool
+
+    @property
+    def by_kind(self) -> dict[str, float]:
+        return {kind: float(c.float().mean()) if c.numel() else float("nan") for kind, c in self.correct.items()}
+
+    @property
+    def accuracy(self) -> float:
+        values = list(self.by_kind.values())
+        return sum(values) / len(values)
+
+
+@dataclass
+class Aggregate:
+    per_layer: dict[int, float]  # best over positions
+    best_role: dict[int, str]
+    average: float | None
+    best: float
+    average_stderr: float | None
+    best_stderr: float | None
+    missing: list[tuple[int, str]]
+
+
+def aggregate(results: list[SiteResult], layers: list[int], roles: list[str], *, bootstrap: int = 1000,
+              seed: int = 0) -> Aggregate:
+    """Per-layer best, average and best over layers, with bootstrap standard errors."""
+    by_site = {(r.layer, r.role): r for r in results}
+    missing = [(layer, role) for layer in layers for role in roles if (layer, role) not in by_site]
+    scored_layers = sorted({r.layer for r in results})
+    per_layer, best_role = {}, {}
+    for layer in scored_layers:
+        candidates = [r for r in results if r.layer == layer]
+        top = max(candidates, key=lambda r: r.accuracy)
+        per_layer[layer], best_role[layer] = top.accuracy, top.role
+    complete = all(layer in per_layer for layer in layers)
+    average = sum(per_layer.values()) / len(per_layer) if complete and per_layer else None
+    best = max(per_layer.values()) if per_layer else float("nan")
+    avg_se, best_se = _bootstrap(results, scored_layers, complete, bootstrap, seed)
+    return Aggregate(per_layer, best_role, average, best, avg_se, best_se, missing)
+
+
+def _bootstrap(results: list[SiteResult], layers: list[int], complete: bool, replicates: int,
+               seed: int) -> tuple[float | None, float | None]:
+    if replicates <= 0 or not results:
+        return None, None
+    kinds = list(results[0].correct)
+    generator = torch.Generator().manual_seed(seed)
+    # accuracy[b, s] averaged over kinds, each kind resampled independently (same indices for every site)
+    acc = torch.zeros(replicates, len(results), dtype=torch.float64)
+    for kind in kinds:
+        stacked = torch.stack([r.correct[kind] for r in results]).to(torch.float64)  # [S, N]
+        n = stacked.shape[1]
+        if n < 2:
+            return None, None
+        idx = torch.randint(0, n, (replicates, n), generator=generator)
+        acc += stacked[:, idx].mean(-1).T / len(kinds)
+    layer_of = torch.tensor([r.layer for r in results])
+    per_layer = torch.stack([acc[:, layer_of == layer].max(-1).values for layer in layers], -1)  # [B, L]
+    best = per_layer.max(-1).values
+    average = per_layer.mean(-1) if complete else None
+    return (float(average.std()) if average is not None else None), float(best.std())

@@ -1,0 +1,141 @@
+"""Saved interventions: one safetensors file of tensors plus one JSON card per site, never pickled code.
+
+Layout of a featurizer folder (what ``mibench evaluate --track causal`` writes beside its record, and what
+a submission provides)::
+
+    L1_correct_symbol.json          card: registered featurizer/selection classes and their arguments,
+    L1_correct_symbol.safetensors   site (layer, role), model, task, variable, method
+    ...
+
+Loading rebuilds the modules from *registered* class names (built-in or installed plugin) and loads the
+tensors with ``strict=True``; a file that names an unknown class, misses a field or has tensors of the
+wrong shape fails with an error naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mibench.causal.featurizer import Interchange
+from mibench.errors import MibenchError
+from mibench.io_utils import atomic_write_text
+from mibench.validation import describe_validation_error
+
+CARD_FORMAT = "mibench-featurizer"
+CARD_VERSION = 1
+
+
+class FeaturizerFileError(MibenchError, ValueError):
+    """A saved featurizer that cannot be used; the message names the file and the field."""
+
+
+class FeaturizerCard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: str
+    version: int
+    layer: int
+    role: str
+    model: str | None = None
+    task: str | None = None
+    variable: str | None = None
+    method: str | None = None
+    arguments: dict[str, Any] = {}
+    featurizer: dict[str, Any]
+    selection: dict[str, Any]
+    n_features: int
+    n_selected: int
+
+
+def site_stem(layer: int, role: str) -> str:
+    return f"L{layer}_{role}"
+
+
+def save_interchange(interchange: Interchange, folder: str | Path, *, layer: int, role: str,
+                     **context: Any) -> Path:
+    """Write ``L{layer}_{role}.safetensors`` and ``.json`` into ``folder``; returns the JSON path."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = site_stem(layer, role)
+    card = {"format": CARD_FORMAT, "version": CARD_VERSION, "layer": layer, "role": role, **context,
+            **interchange.describe()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in interchange.state_dict().items()}
+    tmp = folder / f".{stem}.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(folder / f"{stem}.safetensors")
+    path = folder / f"{stem}.json"
+    atomic_write_text(path, json.dumps(card, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def load_interchange(card_path: str | Path) -> tuple[FeaturizerCard, Interchange]:
+    """Rebuild a saved intervention from its JSON card and the safetensors file beside it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    card_path = Path(card_path)
+    card = read_card(card_path)
+    tensors_path = card_path.with_suffix(".safetensors")
+    try:
+        interchange = Interchange.from_description(card.model_dump())
+    except MibenchError as exc:
+        raise FeaturizerFileError(f"{card_path}: field featurizer/selection: {exc}") from None
+    except TypeError as exc:
+        raise FeaturizerFileError(f"{card_path}: field featurizer.config or selection.config: {exc}") from None
+    if not tensors_path.exists():
+        raise FeaturizerFileError(f"{tensors_path}: missing (every card needs its tensors beside it)")
+    try:
+        tensors = load_file(str(tensors_path))
+    except (SafetensorError, OSError) as exc:
+        raise FeaturizerFileError(f"{tensors_path}: not a safetensors file: {exc}") from None
+    try:
+        interchange.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise FeaturizerFileError(f"{tensors_path}: tensors do not fit the card's featurizer: {exc}") from None
+    interchange.eval()
+    return card, interchange
+
+
+def read_card(path: Path) -> FeaturizerCard:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FeaturizerFileError(f"{path}: cannot read featurizer card: {exc}") from None
+    try:
+        card = FeaturizerCard.model_validate(raw)
+    except ValidationError as exc:
+        raise FeaturizerFileError(f"{path}: {describe_validation_error(exc)}") from None
+    if card.format != CARD_FORMAT:
+        raise FeaturizerFileError(f"{path}: field format: expected {CARD_FORMAT!r}, got {card.format!r}")
+    if card.version != CARD_VERSION:
+        raise FeaturizerFileError(f"{path}: field version: this mibench reads version {CARD_VERSION}, got {card.version}")
+    for part in ("featurizer", "selection"):
+        spec = getattr(card, part)
+        if not isinstance(spec.get("class"), str) or not isinstance(spec.get("config"), dict):
+            raise FeaturizerFileError(f"{path}: field {part}: needs 'class' (a registered name) and 'config'")
+    return card
+
+
+def find_cards(folder: str | Path) -> dict[tuple[int, str], Path]:
+    """Every ``L{layer}_{role}.json`` card in ``folder`` by site."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FeaturizerFileError(f"{folder}: not a folder of saved featurizers")
+    found: dict[tuple[int, str], Path] = {}
+    for path in sorted(folder.glob("L*_*.json")):
+        match = re.fullmatch(r"L(\d+)_(.+)\.json", path.name)
+        if match:
+            found[(int(match.group(1)), match.group(2))] = path
+    return found
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

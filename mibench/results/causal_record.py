@@ -1,0 +1,122 @@
+"""The causal-track results record: one JSON per (method, task, variable, model, split, seed).
+
+It shares the circuit record's provenance blocks (environment, model, timings, eligibility) and adds what
+an interchange-intervention evaluation needs to be trusted and compared: the variable, the token roles
+and layers scored, how many (base, counterfactual) pairs survived the model-correctness filter per kind,
+the IIA of every site per kind, the per-layer best, "average" and "best" with bootstrap standard errors,
+the sites that were requested but not scored, and where each trained featurizer was saved.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mibench.errors import MibenchError
+from mibench.results.record import FORMAT_VERSION, EnvironmentInfo, ModelInfo
+from mibench.validation import describe_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CausalTaskInfo(_Strict):
+    id: str
+    version: str
+    split: str
+    variable: str
+    counterfactuals: list[str]
+    positions: list[str]
+    layers: list[int]
+    test_pairs: dict[str, int]
+    train_pairs: int | None = None
+    train_split: str | None = None
+    dropped: dict[str, int] = Field(default_factory=dict)
+    data_hash: str
+    limited: bool = False
+
+
+class CausalMethodInfo(_Strict):
+    id: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    source: Literal["method", "featurizers"] = "method"
+    folder: str | None = None
+
+
+class SiteRecord(_Strict):
+    layer: int
+    role: str
+    iia: float
+    iia_by_kind: dict[str, float]
+    n_features: int
+    n_selected: int
+    train_loss: list[float] = Field(default_factory=list)
+    seconds: float
+
+
+class LayerBest(_Strict):
+    layer: int
+    iia: float
+    role: str
+
+
+class CausalMetrics(_Strict):
+    average: float | None
+    average_stderr: float | None
+    best: float
+    best_stderr: float | None
+    per_layer: list[LayerBest]
+    missing_sites: list[str] = Field(default_factory=list)
+
+
+class CausalScorerInfo(_Strict):
+    version: str
+    bootstrap_replicates: int
+    checker: str
+
+
+class CausalRecord(_Strict):
+    format_version: Literal["1"] = FORMAT_VERSION
+    track: Literal["causal"] = "causal"
+    created: str
+    invocation: list[str]
+    environment: EnvironmentInfo
+    model: ModelInfo
+    task: CausalTaskInfo
+    method: CausalMethodInfo
+    scorer: CausalScorerInfo
+    seed: int
+    timings: dict[str, float]
+    sites: list[SiteRecord]
+    metrics: CausalMetrics
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    comparability_key: str
+    leaderboard_eligible: bool
+    eligibility_notes: list[str] = Field(default_factory=list)
+
+
+def causal_comparability_key(task: CausalTaskInfo, model: ModelInfo, scorer: CausalScorerInfo) -> str:
+    """Records share a leaderboard column only if task major version, split, variable, the token roles,
+    scorer and model agree."""
+    major = task.version.split(".")[0]
+    revision = model.revision or "local"
+    roles = ",".join(task.positions)
+    return (f"{task.id}@{major}|{task.split}|{task.variable}|{roles}|iia@{scorer.version}|"
+            f"{model.id}@{revision}")
+
+
+def read_causal_record(path: str | Path) -> CausalRecord:
+    """Load and validate a causal record; problems name the file and the field."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MibenchError(f"{path}: cannot read results record: {exc}") from exc
+    try:
+        return CausalRecord.model_validate(raw)
+    except ValidationError as exc:
+        raise MibenchError(f"{path}: invalid results record: {describe_validation_error(exc)}") from exc
