@@ -141,8 +141,12 @@ def run_submission(args: argparse.Namespace) -> int:
             print(f"{args.path}: {len(exc.problems)} problem(s); nothing was scored", file=sys.stderr)
             return 1
         for result in results:
-            m = result.record.metrics
-            print(f"{result.record.task.id} / {result.record.model.id}: CPR {m.cpr:.3f}, CMD {m.cmd:.3f}  "
-                  f"({result.record_path})")
+            record, m = result.record, result.record.metrics
+            if getattr(record, "track", "circuit") == "causal":
+                average = "-" if m.average is None else f"{m.average:.3f}"
+                scores = f"{record.task.variable}: IIA average {average}, best {m.best:.3f}"
+            else:
+                scores = f"CPR {m.cpr:.3f}, CMD {m.cmd:.3f}"
+            print(f"{record.task.id} / {record.model.id}: {scores}  ({result.record_path})")
         return 0
     raise MibenchError(f"unknown submission action {args.submission_action!r}")  # pragma: no cover

@@ -223,6 +223,8 @@ def test_unreadable_records_and_other_tracks_are_reported_not_fatal(records, tmp
     (records / "invalid" / "record.json").write_text(json.dumps({"track": "circuit", "created": "x"}))
     (records / "causal").mkdir()
     (records / "causal" / "record.json").write_text(json.dumps({"track": "causal", "metrics": {"iia": 0.9}}))
+    (records / "future").mkdir()
+    (records / "future" / "record.json").write_text(json.dumps({"track": "planted", "auroc": 0.9}))
     out = tmp_path / "site"
     board = build_leaderboard(records, out).leaderboard
     assert board.n_ranked == 7
@@ -230,8 +232,9 @@ def test_unreadable_records_and_other_tracks_are_reported_not_fatal(records, tmp
     assert unreadable["broken/record.json"].startswith("cannot read results record: Expecting property name")
     assert "field 'invocation': Field required" in unreadable["invalid/record.json"]
     assert str(tmp_path) not in unreadable["invalid/record.json"]
-    note = "track 'causal' has no leaderboard table in this version; record skipped"
-    assert board.skipped == [("causal/record.json", note)]
+    assert "invalid results record" in unreadable["causal/record.json"]  # the causal track reads and validates it
+    note = "track 'planted' has no leaderboard table in this version; record skipped"
+    assert board.skipped == [("future/record.json", note)]
     markdown = (out / "leaderboard.md").read_text()
     assert "## Unreadable records" in markdown and "## Records of other tracks" in markdown
 
@@ -290,3 +293,84 @@ def test_command_module_is_torch_free():
             "mibench.submissions.models; assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ causal track
+def make_causal_record(method: str = "das", task: str = "mcqa", variable: str = "answer_pointer",
+                       model: str = "gpt2-tasks", average: float | None = 0.6, best: float = 0.8, *,
+                       missing: tuple[str, ...] = (), eligible: bool = True):
+    """A valid causal record with made-up numbers (nothing is run)."""
+    from mibench.causal.run import CHECKER
+    from mibench.causal.run import SCORER_VERSION as CAUSAL_SCORER
+    from mibench.results.causal_record import (
+        CausalMethodInfo,
+        CausalMetrics,
+        CausalRecord,
+        CausalScorerInfo,
+        CausalTaskInfo,
+        LayerBest,
+        causal_comparability_key,
+    )
+
+    card = get_card(task)
+    task_info = CausalTaskInfo(id=task, version=str(card.version), split="test", variable=variable,
+                               counterfactuals=list(card.causal.counterfactuals), positions=list(card.causal.positions),
+                               layers=[0, 1], test_pairs={k: 100 for k in card.causal.counterfactuals}, train_pairs=300,
+                               train_split="train", data_hash="sha256:0123456789abcdef")
+    model_info = ModelInfo(id=model, revision=None, dtype="float32", family="gpt2", n_layers=2, n_heads=6,
+                           d_model=192, n_edges=1000)
+    scorer = CausalScorerInfo(version=CAUSAL_SCORER, bootstrap_replicates=1000, checker=CHECKER)
+    metrics = CausalMetrics(average=average, average_stderr=None if average is None else 0.01, best=best,
+                            best_stderr=0.02, per_layer=[LayerBest(layer=1, iia=best, role="END")],
+                            missing_sites=list(missing))
+    return CausalRecord(
+        created="2025-06-01T12:00:00+00:00", invocation=["mibench", "evaluate", "--track", "causal"],
+        environment=EnvironmentInfo(mibench_version="0.0.0", git_commit=None, python="3.12", packages={},
+                                    hardware={}),
+        model=model_info, task=task_info, method=CausalMethodInfo(id=method), scorer=scorer, seed=0,
+        timings={"sites": 1.0}, sites=[], metrics=metrics,
+        comparability_key=causal_comparability_key(task_info, model_info, scorer),
+        leaderboard_eligible=eligible, eligibility_notes=[] if eligible else ["evaluated on 10 examples (--limit)"],
+    )
+
+
+def save_causal(records_dir, record) -> None:
+    folder = (records_dir / record.task.id / record.model.id /
+              f"causal_{record.task.variable}_{record.method.id}_test_seed0")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "iia_heatmap.png").write_bytes(FAKE_PNG + str(folder).encode())
+    record.artifacts["plot"] = "iia_heatmap.png"
+    write_record(record, folder / "record.json")
+
+
+def test_causal_records_get_their_own_table_with_one_column_per_variable(records, tmp_path):
+    save_causal(records, make_causal_record("das", average=0.7, best=0.9))
+    save_causal(records, make_causal_record("full-vector", average=0.3, best=0.33))
+    save_causal(records, make_causal_record("das", variable="answer", average=0.8, best=1.0))
+    save_causal(records, make_causal_record("full-vector", variable="answer", average=0.8, best=1.0))
+    save_causal(records, make_causal_record("submission:partial", average=None, best=0.95,
+                                            missing=("L0/END", "L0/correct_symbol", "L0/correct_symbol_period")))
+    save_causal(records, make_causal_record("dbm", eligible=False))
+    out = tmp_path / "site"
+    board = build_leaderboard(records, out).leaderboard
+    circuit, causal = sorted(board.tables, key=lambda t: t.track.name != "circuit")
+    assert circuit.track.name == "circuit" and causal.track.name == "causal"
+    assert [c.label for c in causal.columns] == ["mcqa/answer / gpt2-tasks", "mcqa/answer_pointer / gpt2-tasks"]
+    assert causal.methods == ["das", "full-vector", "submission:partial"]
+    average, best = causal.track.metrics
+    pointer = causal.columns[1]
+    assert causal.best(average, pointer) == {"das"}  # a partial submission has no average to rank
+    assert causal.best(best, pointer) == {"submission:partial"}  # but competes for "best", as in MIB
+    assert causal.best(best, causal.columns[0]) == {"das", "full-vector"}  # ties share the mark
+    assert [e.method for e in board.excluded] == ["dbm"]
+
+    markdown = (out / "leaderboard.md").read_text()
+    assert "## Causal variable localization: residual stream, test split" in markdown
+    assert "### IIA average (higher is better)" in markdown and "### IIA best (higher is better)" in markdown
+    assert "| submission:partial |  | n/a |" in markdown
+    assert "IIA heatmaps (layer x token position):" in markdown
+    html = (out / "index.html").read_text()
+    assert "<h3>IIA heatmaps (layer x token position)</h3>" in html and "<h3>Faithfulness curves</h3>" in html
+    rows = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
+    assert {r["track"] for r in rows} == {"circuit", "causal"}
+    assert check_leaderboard(records, out) == []

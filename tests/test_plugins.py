@@ -58,6 +58,34 @@ def test_plugin_method_runs_through_evaluate(installed_plugin, random_task_model
     assert list(tmp_path.rglob("example_eap-cf-gradient_edge_patching_test_seed0/record.json"))
 
 
+def test_plugin_featurizer_runs_through_the_causal_track_and_its_saved_files_reload(installed_plugin, tmp_path,
+                                                                                     capsys):
+    """A third party's featurizer class: trained-free method, saved as safetensors + a card naming the
+    registered class, and re-scored in a process that has not imported the plugin's code yet."""
+    from mibench.causal import featurizer as featurizer_module
+    from mibench.results.causal_record import read_causal_record
+
+    common = ["--task", "mcqa", "--variable", "answer_pointer", "--model", "gpt2-tasks", "--layers", "1",
+              "--limit", "24", "--train-examples", "24", "--bootstrap", "20", "--quiet"]
+    assert main(["evaluate", "--track", "causal", "--method", "example:random-subspace",
+                 "--method-arg", "n_features=8", "--output-dir", str(tmp_path / "runs"), *common]) == 0
+    (record_file,) = (tmp_path / "runs").rglob("record.json")
+    record = read_causal_record(record_file)
+    assert record.method.arguments == {"n_features": 8, "seed": 0} and {s.n_features for s in record.sites} == {8}
+    card = (record_file.parent / "featurizers" / "L1_END.json").read_text()
+    assert '"class": "example:random-basis"' in card
+    capsys.readouterr()
+
+    featurizer_module._FEATURIZERS.pop("example:random-basis")  # as in a fresh process
+    method_registry._REGISTERED.pop("example:random-subspace")
+    for name in [m for m in sys.modules if m.startswith("mibench_example_plugin.random_subspace")]:
+        del sys.modules[name]
+    assert main(["score", "--track", "causal", str(record_file.parent / "featurizers"),
+                 "--output-dir", str(tmp_path / "rescored"), *common]) == 0
+    (again,) = (tmp_path / "rescored").rglob("record.json")
+    assert [s.iia for s in read_causal_record(again).sites] == [s.iia for s in record.sites]
+
+
 def test_plugins_cannot_register_builtin_names():
     class Impostor:  # defined in a test module, i.e. outside mibench
         pass

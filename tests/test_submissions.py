@@ -132,8 +132,8 @@ def test_card_problems_name_the_file_and_the_field(tmp_path):
     assert str(problem).startswith(f"{card}: colour: unknown field (allowed: method, description")
 
     write_card(folder, track="causal")
-    assert messages(check_submission(folder)) == [
-        f"{card}: track: causal-track submissions cannot be checked yet; only circuit-track submissions are supported"]
+    assert messages(check_submission(folder))[0] == (
+        f"{card}: contains: a causal-track submission contains 'featurizers' or 'plugin', not 'importances'")
     card.write_text("method: [unclosed")
     assert messages(check_submission(folder))[0].startswith(f"{card}: not valid YAML")
     card.unlink()

@@ -47,8 +47,10 @@ def register_featurizer(name: str):
 
 
 def featurizer_class(name: str) -> type[Featurizer]:
+    """The featurizer class registered as ``name``; a plugin's (``ns:name``) is found by importing the code
+    behind that plugin's causal method cards, where its featurizers register."""
     if name not in _FEATURIZERS:
-        _import_builtin_featurizers()
+        _import_featurizer_modules(name.split(":")[0] if ":" in name else None)
     if name not in _FEATURIZERS:
         raise UnknownNameError("featurizer", name, f"unknown featurizer class {name!r} (registered: "
                                f"{', '.join(sorted(_FEATURIZERS))})", close_matches(name, _FEATURIZERS))
@@ -62,8 +64,19 @@ def selection_class(name: str) -> type[FeatureSelection]:
     return _SELECTIONS[name]
 
 
-def _import_builtin_featurizers() -> None:
+def _import_featurizer_modules(namespace: str | None) -> None:
+    """Import the modules that register featurizers: the built-ins (the SAE), or every causal method entry
+    of plugin ``namespace`` (only registered class names are ever instantiated from a saved card)."""
+    import importlib
+
     from mibench.causal import sae  # noqa: F401  (registers the SAE featurizer)
+    from mibench.method_registry import list_method_cards
+
+    if namespace is None:
+        return
+    for card in list_method_cards("causal"):
+        if card.id.startswith(namespace + ":"):
+            importlib.import_module(card.entry.split(":")[0])
 
 
 # =========================================================================================== featurizers

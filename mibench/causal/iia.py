@@ -7,8 +7,9 @@ Aggregation is MIB's (``aggregate_results.py``):
 2. ``best(layer)`` = max over token positions of ``acc``;
 3. **average** = mean over layers of ``best(layer)``; **best** = max over layers.
 
-"average" is only defined when every layer was scored (MIB's leaderboard ranks it only for complete
-submissions); with missing layers it is None and the missing sites are listed. Standard errors come
+"average" is only defined when every layer *of the model* was scored (MIB's leaderboard ranks it only
+for complete submissions): an average over a chosen subset of layers (``--layers``) would not be comparable
+with one over all of them, so it is None then. Requested sites without a result are listed as missing. Standard errors come
 from a seeded bootstrap over test pairs (each kind resampled on its own), recomputing the whole
 aggregation (max over positions, mean/max over layers) in every replicate, so they include the optimism
 of taking maxima.
@@ -49,9 +50,13 @@ class Aggregate:
     missing: list[tuple[int, str]]
 
 
-def aggregate(results: list[SiteResult], layers: list[int], roles: list[str], *, bootstrap: int = 1000,
-              seed: int = 0) -> Aggregate:
-    """Per-layer best, average and best over layers, with bootstrap standard errors."""
+def aggregate(results: list[SiteResult], layers: list[int], roles: list[str], *, n_layers: int | None = None,
+              bootstrap: int = 1000, seed: int = 0) -> Aggregate:
+    """Per-layer best, average and best over layers, with bootstrap standard errors.
+
+    ``layers`` x ``roles`` are the requested sites; ``n_layers`` is the model's depth (default: the
+    requested layers are all there are). "average" needs a result at every one of the model's layers.
+    """
     by_site = {(r.layer, r.role): r for r in results}
     missing = [(layer, role) for layer in layers for role in roles if (layer, role) not in by_site]
     scored_layers = sorted({r.layer for r in results})
@@ -60,7 +65,8 @@ def aggregate(results: list[SiteResult], layers: list[int], roles: list[str], *,
         candidates = [r for r in results if r.layer == layer]
         top = max(candidates, key=lambda r: r.accuracy)
         per_layer[layer], best_role[layer] = top.accuracy, top.role
-    complete = all(layer in per_layer for layer in layers)
+    every_layer = range(n_layers) if n_layers is not None else layers
+    complete = all(layer in per_layer for layer in every_layer)
     average = sum(per_layer.values()) / len(per_layer) if complete and per_layer else None
     best = max(per_layer.values()) if per_layer else float("nan")
     avg_se, best_se = _bootstrap(results, scored_layers, complete, bootstrap, seed)

@@ -201,7 +201,8 @@ def run_causal_evaluation(request: CausalRequest) -> CausalResult:
                     seconds=round(time.perf_counter() - start, 3)))
                 bar.update(1)
 
-    summary = aggregate(results, layers, roles, bootstrap=request.bootstrap, seed=request.seed)
+    summary = aggregate(results, layers, roles, n_layers=runner.n_layers, bootstrap=request.bootstrap,
+                        seed=request.seed)
     task_info = CausalTaskInfo(
         id=card.id, version=str(card.version), split=request.split, variable=request.variable, counterfactuals=kinds,
         positions=roles, layers=layers, test_pairs={k: len(s) for k, s in test_sets.items()},
@@ -227,8 +228,6 @@ def run_causal_evaluation(request: CausalRequest) -> CausalResult:
         notes.append(f"split {request.split!r} is not a test split")
     if request.limit is not None:
         notes.append(f"evaluated on the first {request.limit} examples only (--limit)")
-    if summary.missing:
-        notes.append(f"{len(summary.missing)} of {len(layers) * len(roles)} sites not scored")
     commit = git_commit()
     if commit and commit.endswith("+dirty"):
         notes.append("produced from a modified checkout")

@@ -1,6 +1,6 @@
 """Train the embedded residual-stream SAEs of a zoo model (seeded, CPU-friendly, a minute or two per layer).
 
-    python -m mibench.causal.train_sae --model gpt2-tasks --layers 0 1 2 --d-sae 512 \\
+    python -m mibench.causal.train_sae --model gpt2-tasks --layers 0 1 2 --d-sae 512 --l1 1.0 \\
         --out mibench/zoo/saes/gpt2-tasks --seed 0 --threads 2
 
 (``mibench/zoo/saes/README.md`` gives the exact commands and numbers of the shipped SAEs.)
@@ -67,7 +67,7 @@ class TrainSettings:
     steps: int = 4000
     batch_size: int = 1024
     lr: float = 3e-3
-    l1: float = 5.0
+    l1: float = 1.0
     l1_warmup: float = 0.05
     lr_decay: float = 0.2
     resample_at: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
@@ -179,7 +179,7 @@ class _Trainer:
         with torch.no_grad():
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True)
             self.fired |= (f > 0).any(0)
-        return {"mse": float(mse), "l1": float(l1), "l0": float((f > 0).float().sum(1).mean())}
+        return {"mse": float(mse.detach()), "l1": float(l1.detach()), "l0": float((f > 0).float().sum(1).mean())}
 
     @torch.no_grad()
     def resample_dead(self) -> int:

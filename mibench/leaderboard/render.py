@@ -83,7 +83,7 @@ def render_markdown(leaderboard: Leaderboard) -> str:
             if links:
                 curves.append(f"- {_md_text(column.label)}: " + ", ".join(links))
         if curves:
-            out += ["Faithfulness curves:", "", *curves, ""]
+            out += [f"{table.track.plots_title}:", "", *curves, ""]
     if leaderboard.excluded:
         out += ["## Not ranked", "", "| record | method | task | model | reason |", "|:--|:--|:--|:--|:--|"]
         for entry in leaderboard.excluded:
@@ -213,7 +213,7 @@ def _h(text: str) -> str:
 
 def render_html(leaderboard: Leaderboard) -> str:
     intro = (f'<p class="note">{_h(_counts(leaderboard))}. Click a column header to sort; '
-             f"{_h(BEST_NOTE[0].lower() + BEST_NOTE[1:])} Click a value to see its faithfulness curve.</p>")
+             f"{_h(BEST_NOTE[0].lower() + BEST_NOTE[1:])} Click a value to see its plot.</p>")
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            "<title>mibench leaderboard</title>", f"<style>\n{_STYLE}\n</style>", "</head>", "<body>",
@@ -258,10 +258,10 @@ def render_html(leaderboard: Leaderboard) -> str:
                     continue
                 plot = _h(leaderboard.plots[entry.record])
                 figures.append(f'<figure><a href="{plot}"><img src="{plot}" loading="lazy" '
-                               f'alt="faithfulness curve: {_h(method)} on {_h(column.label)}"></a>'
+                               f'alt="{_h(table.track.plots_title)}: {_h(method)} on {_h(column.label)}"></a>'
                                f"<figcaption>{_h(method)} · {_h(column.label)}</figcaption></figure>")
         if figures:
-            out += ["<h3>Faithfulness curves</h3>", "<div>", *figures, "</div>"]
+            out += [f"<h3>{_h(table.track.plots_title)}</h3>", "<div>", *figures, "</div>"]
     if leaderboard.excluded:
         out += ["<h2>Not ranked</h2>", '<table class="sortable text">', "<thead><tr>"]
         out += [f'<th scope="col"><button type="button">{name}</button></th>'

@@ -56,6 +56,8 @@ class Track:
     metrics: tuple[Metric, ...]
     #: (record file, path relative to the records folder) -> entry; raises MibenchError for an invalid record
     read: Callable[[Path, str], Entry]
+    #: what each record's plot shows (a heading over the plots of a table)
+    plots_title: str = "Plots"
 
 
 # -------------------------------------------------------------------------------------- circuit track
@@ -95,20 +97,22 @@ def _plot_path(record_file: Path, artifact: str | None) -> Path | None:
     return candidate
 
 
-def read_circuit_entry(path: Path, rel: str) -> Entry:
-    from mibench.results.record import comparability_key, read_record
-
+def _read(reader: Callable[[Path], object], path: Path, rel: str):
+    """``reader(path)``, with errors that name the record as the reader of the tables knows it (``rel``)."""
     try:
-        record = read_record(path)
-    except MibenchError as exc:  # say where, with the path as the reader of the tables knows it
+        return reader(path)
+    except MibenchError as exc:
         message = str(exc)
         raise MibenchError(rel + message[len(str(path)):] if message.startswith(str(path)) else message) from None
-    task, model, scorer, method = record.task, record.model, record.scorer, record.method
+
+
+def _rank_blockers(record, current_scorer: str, expected_key: str) -> list[str]:
+    """Why a record (of either track) must not be ranked: eligibility, staleness, a key that lies."""
+    task, scorer = record.task, record.scorer
     reasons: list[str] = []
     if not record.leaderboard_eligible:
         notes = "; ".join(record.eligibility_notes) or "no reason recorded"
         reasons.append(f"not leaderboard-eligible: {notes}")
-    current_scorer = current_scorer_version()
     if scorer.version != current_scorer:
         reasons.append(f"stale: scored with scorer {scorer.version}; the current scorer is {current_scorer}")
     major = task.version.split(".")[0]
@@ -118,10 +122,19 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
     elif major != str(current_major):
         reasons.append(f"stale: task {task.id} version {task.version}; the current task card is "
                        f"comparability version {current_major}")
-    expected_key = comparability_key(task, model, scorer, method.level)
     if record.comparability_key != expected_key:
         reasons.append(f"comparability_key {record.comparability_key!r} does not match the record's own fields "
                        f"({expected_key!r})")
+    return reasons
+
+
+def read_circuit_entry(path: Path, rel: str) -> Entry:
+    from mibench.results.record import comparability_key, read_record
+
+    record = _read(read_record, path, rel)
+    task, model, scorer, method = record.task, record.model, record.scorer, record.method
+    reasons = _rank_blockers(record, current_scorer_version(), comparability_key(task, model, scorer, method.level))
+    major = task.version.split(".")[0]
     revision = model.revision or "local"
     return Entry(
         track="circuit",
@@ -141,10 +154,50 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
     )
 
 
-CIRCUIT_TRACK = Track(name="circuit", title="Circuit localization", metrics=(CPR, CMD), read=read_circuit_entry)
+CIRCUIT_TRACK = Track(name="circuit", title="Circuit localization", metrics=(CPR, CMD), read=read_circuit_entry,
+                      plots_title="Faithfulness curves")
+
+
+# --------------------------------------------------------------------------------------- causal track
+IIA_AVERAGE = Metric("IIA average", True, "interchange intervention accuracy: per layer the best token position, "
+                     "averaged over layers (n/a unless every layer was scored)")
+IIA_BEST = Metric("IIA best", True, "interchange intervention accuracy at the best (layer, token position)")
+
+
+def read_causal_entry(path: Path, rel: str) -> Entry:
+    """One causal record: a column per (task, variable, model) comparability key, a row per featurizer."""
+    from mibench.causal.run import SCORER_VERSION
+    from mibench.results.causal_record import causal_comparability_key, read_causal_record
+
+    record = _read(read_causal_record, path, rel)
+    task, model, scorer, metrics = record.task, record.model, record.scorer, record.metrics
+    reasons = _rank_blockers(record, SCORER_VERSION, causal_comparability_key(task, model, scorer))
+    details = (f"task version {task.version.split('.')[0]}, counterfactuals {', '.join(task.counterfactuals)}, "
+               f"model revision {model.revision or 'local'}")
+    average = float("nan") if metrics.average is None else metrics.average
+    return Entry(
+        track="causal",
+        record=rel,
+        method=record.method.id,
+        task=f"{task.id}/{task.variable}",
+        model=model.id,
+        group=(task.split, scorer.version),
+        group_title=f"residual stream, {task.split} split, scorer {scorer.version}",
+        column_key=record.comparability_key,
+        column_details=details,
+        values={IIA_AVERAGE.name: (average, metrics.average_stderr),
+                IIA_BEST.name: (metrics.best, metrics.best_stderr)},
+        created=record.created,
+        plot=_plot_path(path, record.artifacts.get("plot")),
+        reasons=reasons,
+    )
+
+
+CAUSAL_TRACK = Track(name="causal", title="Causal variable localization", metrics=(IIA_AVERAGE, IIA_BEST),
+                     read=read_causal_entry, plots_title="IIA heatmaps (layer x token position)")
 
 #: Tracks with a leaderboard table, by the value of a record's ``track`` field.
-TRACKS: dict[str, Track] = {CIRCUIT_TRACK.name: CIRCUIT_TRACK}
+TRACKS: dict[str, Track] = {CIRCUIT_TRACK.name: CIRCUIT_TRACK, CAUSAL_TRACK.name: CAUSAL_TRACK}
 
 
 def register_track(track: Track) -> None:

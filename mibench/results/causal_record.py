@@ -70,6 +70,7 @@ class CausalMetrics(_Strict):
     best: float
     best_stderr: float | None
     per_layer: list[LayerBest]
+    #: requested (layer, role) sites without a featurizer: reported, never filled in with the full vector
     missing_sites: list[str] = Field(default_factory=list)
 
 
@@ -100,13 +101,15 @@ class CausalRecord(_Strict):
 
 
 def causal_comparability_key(task: CausalTaskInfo, model: ModelInfo, scorer: CausalScorerInfo) -> str:
-    """Records share a leaderboard column only if task major version, split, variable, the token roles,
-    scorer and model agree."""
+    """Records share a leaderboard column only if task major version, split, variable, scorer and model agree.
+
+    The token roles are *not* part of the key: which positions to intervene at is the method's choice (MIB
+    lets submissions bring their own), so methods that chose differently still compete in one column. The
+    record lists the roles it scored, and ``metrics.missing_sites`` the requested sites it did not.
+    """
     major = task.version.split(".")[0]
     revision = model.revision or "local"
-    roles = ",".join(task.positions)
-    return (f"{task.id}@{major}|{task.split}|{task.variable}|{roles}|iia@{scorer.version}|"
-            f"{model.id}@{revision}")
+    return f"{task.id}@{major}|{task.split}|{task.variable}|iia@{scorer.version}|{model.id}@{revision}"
 
 
 def read_causal_record(path: str | Path) -> CausalRecord:

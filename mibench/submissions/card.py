@@ -18,6 +18,14 @@ A plugin submission names the method instead of shipping files::
 
     contains: plugin
     plugin: {distribution: acme-mib, method: "acme:my-method", version: "0.3.1"}
+
+A causal-track submission ships trained featurizers (``contains: featurizers``, one folder per task x
+model x variable, see :mod:`mibench.submissions.check`) or a causal plugin method; ``variables`` says which
+causal variables of each task it covers (default: every variable the task card declares)::
+
+    track: causal
+    contains: featurizers
+    variables: {mcqa: [answer_pointer], ioi: [output_token]}
 """
 
 from __future__ import annotations
@@ -91,11 +99,13 @@ class SubmissionCard(_Strict):
     license: str
     contact: str
     track: Literal["circuit", "causal"]
-    contains: Literal["importances", "circuits", "plugin"]
+    contains: Literal["importances", "circuits", "featurizers", "plugin"]
     models: list[str] = Field(min_length=1)
     tasks: list[str] = Field(min_length=1)
     level: Literal["edge", "node", "neuron"] | None = None
     plugin: PluginReference | None = None
+    variables: dict[str, list[str]] | None = Field(
+        default=None, description="causal track: task -> the causal variables covered (default: all of the task's)")
 
     @field_validator("method", "license", "contact")
     @classmethod

@@ -9,7 +9,9 @@ a ``/`` in a hub id is written ``__``):
   scores in MIB's format, for the named model's graph;
 * ``contains: circuits`` -- each cell holds the 9 binary circuits of MIB's multiple-circuit mode; sorted by
   size, circuit *i* may hold at most 0.1, 0.2, 0.5, 1, 2, 5, 10, 20 and 50% of the graph's edges;
-* ``contains: plugin`` -- no files: ``plugin`` in the card names the distribution and the method id.
+* ``contains: plugin`` -- no files: ``plugin`` in the card names the distribution and the method id;
+* ``contains: featurizers`` (causal track) -- each cell holds one folder per covered causal variable with
+  the saved featurizers of its sites (:mod:`mibench.submissions.causal`).
 
 Checked: the card (every field), that every task is registered and every model known (its graph size from
 the zoo model's ``config.json`` or MIB's reference sizes), coverage (at least 2 models and 2 tasks, each with
@@ -44,6 +46,7 @@ class Cell:
     model: ModelTarget
     folder: Path
     files: list[Path] = field(default_factory=list)
+    variables: dict[str, Path] = field(default_factory=dict)  # causal track: variable -> featurizer folder
 
 
 @dataclass
@@ -244,11 +247,18 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
     report.card = card
     if card is None:
         return report
-    if card.track != "circuit":
-        problems.append(Problem(card_file, "track", f"{card.track}-track submissions cannot be checked yet; "
-                                "only circuit-track submissions are supported"))
-        return report
     tasks, models = _check_card_semantics(card, card_file, problems)
+    variables: dict[str, list[str]] = {}
+    if card.track == "causal":
+        from mibench.submissions.causal import covered_variables
+
+        variables = covered_variables(card, card_file, tasks, problems)
+    elif card.contains == "featurizers":
+        problems.append(Problem(card_file, "contains", "featurizers are causal-track files; a circuit-track "
+                                "submission contains importances, circuits or a plugin"))
+        return report
+    elif card.variables is not None:
+        problems.append(Problem(card_file, "variables", "applies to causal-track submissions only"))
     if card.contains == "plugin":
         if card.plugin is not None:
             _check_plugin(path, card, card_file, problems)
@@ -264,8 +274,8 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
     for item in _visible(path):
         if item.is_file():
             if _is_circuit_file(item):
-                problems.append(Problem(str(item), None, f"circuit files belong in a <task>_<model> folder "
-                                        f"(e.g. {example}/)"))
+                problems.append(Problem(str(item), None, f"{'featurizer' if card.track == 'causal' else 'circuit'} "
+                                        f"files belong in a <task>_<model> folder (e.g. {example}/)"))
             continue
         if item.name not in expected:
             problems.append(Problem(str(item), None, f"does not name a covered cell: expected <task>_<model> "
@@ -280,6 +290,12 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
             continue  # an unknown model or task is already reported against the card
         cell = Cell(task=task, model=models[model], folder=item)
         report.cells.append(cell)
+        if card.contains == "featurizers":
+            from mibench.submissions.causal import check_featurizer_cell
+
+            if task in variables:
+                cell.variables = check_featurizer_cell(item, task, cell.model.layout, variables[task], problems)
+            continue
         for inner in _visible(item):
             if inner.is_dir():
                 problems.append(Problem(str(inner), None, "unexpected folder: a cell folder holds its files directly"))

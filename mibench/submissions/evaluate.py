@@ -61,6 +61,10 @@ def evaluate_submission(
     card = report.card
     assert card is not None
     out = Path(output_dir) / report.name
+    if card.track == "causal":
+        return _evaluate_causal(report, out, split=split, limit=limit, seed=seed, bootstrap=bootstrap,
+                                batch_size=batch_size, device=device, dtype=dtype, progress=progress,
+                                invocation=["mibench", "submission", "evaluate", str(path)])
     common = {"split": split, "limit": limit, "seed": seed, "bootstrap": bootstrap, "batch_size": batch_size,
               "device": device, "dtype": dtype, "output_dir": str(out), "progress": progress, "level": card.level,
               "invocation": ["mibench", "submission", "evaluate", str(path)]}
@@ -100,4 +104,47 @@ def _relabel(result, method_id: str, file: str) -> None:
     record.method = record.method.model_copy(update={"id": method_id, "file": file})
     if "plot" in record.artifacts:
         plot_faithfulness(record, result.folder / record.artifacts["plot"])
+    write_record(record, result.record_path)
+
+
+def _evaluate_causal(report: SubmissionReport, out: Path, *, invocation: list[str], **common) -> list:
+    """Causal track: saved featurizers are scored per (task, model, variable) exactly as ``mibench score
+    --track causal`` scores them; a plugin method is run like ``mibench evaluate --track causal``."""
+    from mibench.causal.run import CausalRequest, run_causal_evaluation
+    from mibench.data.registry import get_card
+    from mibench.submissions.models import resolve_model
+
+    card = report.card
+    assert card is not None
+    settings = {**common, "output_dir": str(out), "invocation": invocation}
+    results = []
+    if card.contains == "plugin":
+        assert card.plugin is not None
+        for task in card.tasks:
+            variables = (card.variables or {}).get(task) or get_card(task).causal.variables
+            for model in card.models:
+                for variable in variables:
+                    request = CausalRequest(task=task, model=resolve_model(model).source, variable=variable,
+                                            method=card.plugin.method, **settings)
+                    results.append(run_causal_evaluation(request))
+        return results
+    root = report.path.resolve().parent
+    for cell in report.cells:
+        for variable, folder in cell.variables.items():
+            request = CausalRequest(task=cell.task, model=cell.model.source, variable=variable,
+                                    featurizer_dir=str(folder), **settings)
+            result = run_causal_evaluation(request)
+            _relabel_causal(result, submission_method_id(report), folder.resolve().relative_to(root).as_posix())
+            results.append(result)
+    return results
+
+
+def _relabel_causal(result, method_id: str, folder: str) -> None:
+    from mibench.causal.report import plot_heatmap
+    from mibench.results.record import write_record
+
+    record = result.record
+    record.method = record.method.model_copy(update={"id": method_id, "folder": folder})
+    if "plot" in record.artifacts:
+        plot_heatmap(record, result.folder / record.artifacts["plot"])
     write_record(record, result.record_path)
