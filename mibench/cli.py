@@ -132,9 +132,14 @@ def _list_tasks(args: argparse.Namespace) -> int:
     for card in list_cards():
         sizes = ", ".join(f"{split} {size:,}" for split, size in card.splits.items())
         official = card.official.hf_repo if card.official else "-"
-        rows.append([card.id, str(card.version), card.metric, ", ".join(card.counterfactuals), sizes,
-                     ", ".join(card.variables) or "-", official])
-    headers = ["task", "version", "metric", "counterfactuals", "split sizes", "causal variables", "official data"]
+        # the causal track's --variable choices and token positions (the card's other variables are the
+        # recorded inputs its causal model reads)
+        causal = (f"{', '.join(card.causal.variables)} @ {', '.join(card.causal.positions)}"
+                  if card.causal is not None else "-")
+        rows.append([card.id, str(card.version), card.metric, ", ".join(card.counterfactuals), sizes, causal,
+                     official])
+    headers = ["task", "version", "metric", "counterfactuals", "split sizes", "causal variables @ positions",
+               "official data"]
     human = args.format in WRAPPED_FORMATS
     wrap = [None, None, None, 34, 40, 30, None] if human else None
     # disable_numparse keeps versions like "1.10" as written

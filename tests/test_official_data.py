@@ -73,7 +73,8 @@ def test_ioi_rows_become_examples_with_mib_answers_and_roles():
     assert first.spans["S1"] != first.spans["S2"]
     assert spans_text(first.prompt, first.spans) == {"IO": "Mary", "S1": "John", "S2": "John", "END": "to"}
     assert first.spans["S2"][0] == first.prompt.rindex("John")
-    assert first.variables == {"output_token": "Mary", "output_position": 0, "io": "Mary", "s": "John"}
+    assert first.variables == {"output_token": "Mary", "output_position": 0, "io": "Mary", "s": "John",
+                               "names": ["Mary", "John"], "giver": "John"}
     assert set(first.counterfactuals) == IOI_KINDS
 
 
@@ -88,9 +89,11 @@ def test_ioi_counterfactual_answers_come_from_their_own_choices():
     flip = first.counterfactual("s2_io_flip")
     assert flip.prompt == "When Mary and John went to the store, Mary gave an apple to"
     assert spans_text(flip.prompt, flip.spans) == {"IO": "John", "S1": "Mary", "S2": "Mary", "END": "to"}
-    assert flip.variables == {"output_token": "John", "output_position": 1}
+    assert flip.variables == {"output_token": "John", "output_position": 1, "names": ["Mary", "John"],
+                              "giver": "Mary"}
     abc = first.counterfactual("abc")  # no name repeats: there is no S2 to mark
     assert spans_text(abc.prompt, abc.spans) == {"IO": "Mary", "S1": "John", "END": "to"}
+    assert "giver" not in abc.variables  # so the causal model refuses it rather than guess
 
 
 def test_ioi_subject_first_and_whole_word_names():

@@ -61,7 +61,7 @@ def _all_prompts(example: Example):
 def test_card_loads_through_the_registry(task_id):
     task = load_task(task_id)
     card = task.card
-    assert card.id == task_id and task.version == "1.0"
+    assert card.id == task_id and task.version == "1.1"
     assert card.metric == "logit_difference"
     assert card.counterfactuals == ["random", "ones_carry"] and card.default_counterfactual == "random"
     assert card.official.hf_repo == f"mib-bench/{task_id}"

@@ -31,7 +31,7 @@ def _key(example) -> str:
 # ------------------------------------------------------------------- card
 def test_card_loads_and_matches_the_task_module():
     card = get_card("mcqa")
-    assert card.id == "mcqa" and str(card.version) == "1.0"
+    assert card.id == "mcqa" and str(card.version) == "1.1"
     assert card.metric == "logit_difference"
     assert card.counterfactuals == list(COUNTERFACTUALS)
     assert card.default_counterfactual == "answerPosition"

@@ -206,10 +206,17 @@ def ioi_spans(row: Row, prompt: str, answer_name: str, other_name: str, *, colum
 
 
 def ioi_variables(prompt: str, answer_name: str, other_name: str) -> dict[str, Any]:
-    """``output_token`` and ``output_position`` (0 if the answer is the first-mentioned of the two names)."""
-    first_answer = word_spans(prompt, answer_name)[0][0]
-    first_other = word_spans(prompt, other_name)[0][0]
-    return {"output_token": answer_name, "output_position": 0 if first_answer < first_other else 1}
+    """``output_token`` and ``output_position`` (0 if the answer is the first-mentioned of the two names),
+    and the causal model's inputs (:mod:`mibench.tasks.ioi.causal`) as the generator records them:
+    ``names`` (the two names in order of first mention) and ``giver`` (the S2 name, i.e. the other name when
+    it is mentioned a second time; absent otherwise, e.g. in an ``abc`` prompt, which has no single answer)."""
+    answer_at, other_at = word_spans(prompt, answer_name), word_spans(prompt, other_name)
+    answer_first = answer_at[0][0] < other_at[0][0]
+    variables: dict[str, Any] = {"output_token": answer_name, "output_position": 0 if answer_first else 1,
+                                 "names": [answer_name, other_name] if answer_first else [other_name, answer_name]}
+    if len(other_at) > 1:
+        variables["giver"] = other_name
+    return variables
 
 
 def _ioi_counterfactual_names(cf: Row, kind: str, metadata: Row) -> tuple[str, str]:
@@ -363,7 +370,12 @@ def _choice_prompt(row: Row, *, with_content: bool) -> tuple[str, str, dict[str,
     spans = choice_spans(row, prompt, labels[key], texts[key])
     if with_content:
         spans.update(_color_question_spans(prompt, texts[key]))
-    variables = {"answer_pointer": key, "answer": answer, "symbols": labels}
+    # the causal models' inputs (mibench.tasks.mcqa.causal): MCQA's question states the correct option's
+    # colour, so the pointer is computed from it; ARC's question is opaque, so the key is an input
+    variables: dict[str, Any] = {"answer_pointer": key, "answer": answer, "symbols": labels, "choices": texts,
+                                 "answer_key": key}
+    if with_content:
+        variables["color"] = texts[key]
     return prompt, answer, spans, variables
 
 

@@ -8,10 +8,15 @@ exactly four choices, as MIB keeps) and ``draw`` is never used. Without network 
 
 from __future__ import annotations
 
+from mibench.causal.causal_model import CausalModel
 from mibench.data.official import OfficialTask
 from mibench.data.registry import register_task
+from mibench.tasks.mcqa.causal import arc_causal_model
 
 
 @register_task("arc_easy")
 class ArcEasyTask(OfficialTask):
     """ARC-Easy questions (counterfactuals: answerPosition, randomLetter, answerPosition_randomLetter)."""
+
+    def causal_model(self) -> CausalModel:
+        return arc_causal_model(self.card.id)

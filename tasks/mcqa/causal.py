@@ -13,6 +13,10 @@ question states). Two intermediate variables are localisable:
 
 The object does not enter any mechanism: the question names the colour outright, so the object is only
 context (MIB's model carries it in ``question`` for prompt rendering, not for the answer).
+
+ARC (:func:`arc_causal_model`, MIB's ``ARC_easy`` model) has the same two variables over the same option
+lines, but its questions are opaque science questions: the pointer cannot be computed from the prompt, so
+it is read from the data's answer key (``answer_key``, recorded by the official loader).
 """
 
 from __future__ import annotations
@@ -50,4 +54,22 @@ def mcqa_causal_model(task_id: str = "mcqa") -> CausalModel:
             "answer": "letter of the correct option with its leading space; label = the source's answer",
         },
         notes="MIB simple-MCQA model: answer_pointer = index of color in choices; answer = ' ' + symbols[pointer].",
+    )
+
+
+def arc_causal_model(task_id: str) -> CausalModel:
+    """ARC-Easy/-Challenge: ``answer_pointer`` = the answer key; ``answer`` = the letter of that option."""
+    return CausalModel(
+        task_id=task_id,
+        inputs=("symbols", "answer_key"),
+        mechanisms={
+            "answer_pointer": lambda values: int(values["answer_key"]),
+            "answer": _answer,
+            OUTPUT: lambda values: values["answer"],
+        },
+        targets={
+            "answer_pointer": "slot (0-3) of the correct option (the answer key); label = base letter at that slot",
+            "answer": "letter of the correct option with its leading space; label = the source's answer",
+        },
+        notes="MIB ARC model: answer_pointer = answerKey; answer = ' ' + symbols[pointer].",
     )
