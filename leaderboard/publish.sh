@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Re-run every built-in circuit method on every procedural task on the embedded models, then rebuild the
-# tables. Records land in leaderboard/records/<task>/<model>/<run>/ (record.json, scores.json, plot).
-# Usage: bash leaderboard/publish.sh [model ...]   (default: every embedded zoo model)
+# Re-run every built-in method on every procedural task on the embedded models, then rebuild the tables.
+# Records land in leaderboard/records/<task>/<model>/<run>/ (record.json plus the run's plot and files).
+# Usage: bash leaderboard/publish.sh [--track circuit|causal|all] [model ...]
+#   (default: both tracks, every embedded zoo model)
 # Runs one job at a time on purpose: concurrent torch jobs on a small CPU distort every timing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+track=all
+if [[ "${1:-}" == "--track" ]]; then
+    track="$2"
+    shift 2
+fi
+case "$track" in circuit|causal|all) ;; *) echo "publish.sh: --track circuit|causal|all" >&2; exit 2 ;; esac
 models=("$@")
 if [[ ${#models[@]} -eq 0 ]]; then
     mapfile -t models < <(python -c "from mibench.zoo.catalog import list_models; print('\n'.join(m.name for m in list_models()))")
 fi
+
+# circuit track: every method x task
 tasks=(ioi arithmetic_addition arithmetic_subtraction mcqa induction)
 runs=(
     "--method random"
@@ -23,14 +32,34 @@ runs=(
     "--method nap-ig --level node"
     "--method nap --level neuron"
 )
+# causal track: every featurizer x (task, variable) the task cards declare
+cells=(
+    "ioi output_token" "ioi output_position"
+    "arithmetic_addition ones_carry" "arithmetic_subtraction ones_carry"
+    "mcqa answer_pointer" "mcqa answer"
+)
+featurizers=(full-vector das dbm pca dbm-pca sae dbm-sae)
+
 for model in "${models[@]}"; do
-    for task in "${tasks[@]}"; do
-        for run in "${runs[@]}"; do
-            echo "== $model $task $run"
-            # shellcheck disable=SC2086
-            mibench evaluate $run --task "$task" --model "$model" --output-dir leaderboard/records --quiet \
-                --format plain | tail -n 4
+    if [[ "$track" != causal ]]; then
+        for task in "${tasks[@]}"; do
+            for run in "${runs[@]}"; do
+                echo "== $model $task $run"
+                # shellcheck disable=SC2086
+                mibench evaluate $run --task "$task" --model "$model" --output-dir leaderboard/records --quiet \
+                    --format plain | tail -n 4
+            done
         done
-    done
+    fi
+    if [[ "$track" != circuit ]]; then
+        for cell in "${cells[@]}"; do
+            read -r task variable <<<"$cell"
+            for method in "${featurizers[@]}"; do
+                echo "== $model $task $variable $method"
+                mibench evaluate --track causal --method "$method" --task "$task" --variable "$variable" \
+                    --model "$model" --output-dir leaderboard/records --quiet --format plain | grep -A 1 "^method" | tail -n 1
+            done
+        done
+    fi
 done
 mibench leaderboard build

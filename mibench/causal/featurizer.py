@@ -338,6 +338,11 @@ class Interchange(nn.Module):
     def trainable(self) -> bool:
         return any(p.requires_grad for p in self.parameters())
 
+    @property
+    def learns_from_data(self) -> bool:
+        """Whether fitting or training can change it (so the harness must compute training activations)."""
+        return self.trainable or type(self.featurizer).fit is not Featurizer.fit
+
     def forward(self, base: Tensor, source: Tensor, *, training: bool = False) -> Tensor:
         f_base, e_base = self.featurizer.featurize(base)
         f_source, _ = self.featurizer.featurize(source)

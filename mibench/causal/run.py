@@ -171,7 +171,7 @@ def run_causal_evaluation(request: CausalRequest) -> CausalResult:
             if not layer_roles:
                 continue
             test_caches = {kind: LayerCache(runner, s, layer, request.batch_size) for kind, s in test_sets.items()}
-            train_cache = LayerCache(runner, train_set, layer, request.batch_size) if train_set is not None else None
+            train_cache: LayerCache | None = None  # built only for interventions that fit or train
             for role in layer_roles:
                 start = time.perf_counter()
                 history: list[float] = []
@@ -179,9 +179,13 @@ def run_causal_evaluation(request: CausalRequest) -> CausalResult:
                     site = Site(layer=layer, role=role, d_model=runner.d_model, model_id=request.model, task=card.id,
                                 variable=request.variable, sae_dir=request.sae_dir)
                     interchange = method.build(site).to(runner.device)
-                    train_site = train_cache.site(role)
-                    interchange.featurizer.fit(torch.cat([train_site.base_vectors(), train_site.source_vectors]))
-                    history = train_interchange(runner, interchange, train_site, method.training(request.seed))
+                    if interchange.learns_from_data:
+                        if train_cache is None:
+                            train_cache = LayerCache(runner, train_set, layer, request.batch_size)
+                        train_site = train_cache.site(role)
+                        # fit (PCA) on the site's training vectors only, base and source alike; never on test data
+                        interchange.featurizer.fit(torch.cat([train_site.base_vectors(), train_site.source_vectors]))
+                        history = train_interchange(runner, interchange, train_site, method.training(request.seed))
                 else:
                     saved_card, interchange = load_interchange(saved[(layer, role)])
                     _check_saved_site(saved_card, saved[(layer, role)], runner.d_model, card.id, request.variable)
