@@ -49,6 +49,8 @@ def _causal_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--train-examples", type=int, default=400,
                        help="train-split examples per counterfactual kind for fitting and training (default: 400)")
     group.add_argument("--sae-dir", help="SAELens-layout folder with layer_<L>/ SAEs (sae, dbm-sae on hub models)")
+    group.add_argument("--no-featurizers", action="store_true",
+                       help="do not write the trained featurizers beside the record (e.g. published records)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -151,6 +153,7 @@ def _run_causal(args: argparse.Namespace, **extra) -> int:
         positions=args.positions, split=args.split, limit=args.limit, train_examples=args.train_examples,
         batch_size=args.batch_size, seed=args.seed, bootstrap=args.bootstrap, device=args.device, dtype=args.dtype,
         revision=args.revision, sae_dir=args.sae_dir, output_dir=args.output_dir,
+        save_featurizers=not args.no_featurizers,
         progress=False if args.quiet else None, invocation=["mibench", *sys.argv[1:]], **extra,
     )
     result = run_causal_evaluation(request)

@@ -16,12 +16,12 @@ class MibenchError(Exception):
     """Base class of every exception mibench raises on purpose."""
 
 
-class CircuitFileError(MibenchError, ValueError):
-    """A circuit / score file could not be used.
+class FileFieldError(MibenchError, ValueError):
+    """A file from outside that cannot be used: ``path`` is the file, ``field`` the place in it, or ``None``
+    when the file as a whole is unusable (missing, not JSON, not a tensor file). Subclasses name the kind of
+    file in :attr:`kind`."""
 
-    ``field`` locates the problem inside the file (``cfg.n_heads``, ``edges["m10->m2"].score``,
-    ``edges_scores``) or is ``None`` when the file as a whole is unusable (not JSON, not a tensor file).
-    """
+    kind = "file"
 
     def __init__(self, path: str | os.PathLike[str], field: str | None, message: str) -> None:
         self.path = os.fspath(path)
@@ -30,13 +30,20 @@ class CircuitFileError(MibenchError, ValueError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = f"circuit file {self.path!r}"
+        where = f"{self.kind} {self.path!r}"
         if self.field is not None:
             where += f", field {self.field}"
         return f"{where}: {self.message}"
 
     def __reduce__(self):  # keep the three-argument constructor picklable (multiprocessing, pytest-xdist)
         return (type(self), (self.path, self.field, self.message))
+
+
+class CircuitFileError(FileFieldError):
+    """A circuit / score file could not be used (``field``: ``cfg.n_heads``, ``edges["m10->m2"].score``,
+    ``edges_scores``, ...)."""
+
+    kind = "circuit file"
 
 
 class UnknownNameError(MibenchError, KeyError):

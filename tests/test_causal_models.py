@@ -264,3 +264,41 @@ def test_arc_labels_by_hand():
     assert model.output(base) == " C" and model.output(source) == " P"
     assert model.interchange_label(base, source, "answer_pointer") == " A"
     assert model.interchange_label(base, source, "answer") == " P"
+
+
+# ------------------------------------------------------------------------------------------ pairs
+def test_pairs_carry_labels_teacher_forcing_and_role_positions():
+    """Base sequence = prompt + all label tokens but the last; logits are read where each label token is
+    predicted; role positions are the last token of each role's span, found on each prompt separately."""
+    import dataclasses
+
+    from mibench.causal.pairs import build_pairs
+    from mibench.data.tokenization import encode
+    from mibench.models.loading import tokenizer_from
+    from mibench.zoo.catalog import model_path
+
+    tokenizer = tokenizer_from(str(model_path("gpt2-tasks")))
+    task = load_task("arithmetic_addition")
+    model = task.causal_model()
+    examples = task.examples("test", 12)
+    broken = dataclasses.replace(examples[0], spans={k: v for k, v in examples[0].spans.items() if k != "op2_last"})
+    pairs = build_pairs([broken, *examples[1:]], "ones_carry", "ones_carry", model, tokenizer, ["op2_last", "END"])
+    assert len(pairs) == 11 and dict(pairs.dropped) == {"no op2_last span in the prompt": 1}
+    for row, example in enumerate(examples[1:]):
+        cf = example.counterfactual("ones_carry")
+        label = model.interchange_label(example.variables, cf.variables, "ones_carry")
+        assert pairs.labels[row] == label != example.answer  # a carry flip always changes the label
+        prompt = encode(tokenizer, example.prompt)
+        label_ids = tokenizer(label, add_special_tokens=False)["input_ids"]
+        m = len(label_ids)
+        assert pairs.base.ids[row, :len(prompt) + m - 1].tolist() == prompt + label_ids[:-1]
+        assert pairs.base.read_positions[row, :m].tolist() == list(range(len(prompt) - 1, len(prompt) - 1 + m))
+        assert pairs.base.answer_ids[row, :m].tolist() == label_ids and pairs.base.answer_mask[row].sum() == m
+        assert int(pairs.base_positions["END"][row]) == len(prompt) - 1
+        _, end = example.spans["op2_last"]  # the last token that starts inside the span (BOS is position 0)
+        offsets = tokenizer(example.prompt, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        last = max(i for i, (a, _) in enumerate(offsets) if a < end)
+        assert int(pairs.base_positions["op2_last"][row]) == 1 + last
+        assert tokenizer.convert_ids_to_tokens(prompt[1 + last]) == example.prompt[end - 1]  # the operand's last digit
+        source_prompt = encode(tokenizer, cf.prompt)
+        assert int(pairs.source_positions["END"][row]) == len(source_prompt) - 1

@@ -81,7 +81,8 @@ def test_save_then_load_is_the_same_sae(tmp_path, architecture):
     sae.load_state_dict(_weights(architecture))
     folder = save_sae(sae, tmp_path / "out", model_name="m", hook_layer=1)
     again = load_sae(folder, d_model=D)
-    assert again.config() == sae.config()
+    assert again.source == str(folder.resolve())  # what a saved featurizer will reference
+    assert {**again.config(), "source": None} == {**sae.config(), "source": None}
     x = torch.randn(12, D)
     assert torch.equal(again.encode(x), sae.encode(x))
     cfg = json.loads((folder / "cfg.json").read_text())
@@ -147,3 +148,30 @@ def test_every_zoo_model_ships_an_sae_per_layer_that_reconstructs_its_residual_s
         assert torch.allclose(sae.inverse(f, e), x, atol=1e-5)  # the error term makes it exact
         card = json.loads((embedded_sae_path(model, layer) / "training.json").read_text())
         assert card["layer"] == layer and card["validation"]["all_positions"]["explained_variance"] > 0.9
+
+
+def test_saved_sae_featurizers_reference_their_sae_instead_of_copying_it(tmp_path):
+    from mibench.causal.featurizer import Interchange, LearnedMask
+    from mibench.causal.storage import FeaturizerFileError, load_interchange, save_interchange
+
+    sae = sae_for("gpt2-tasks", 1)
+    assert sae.source == "embedded:gpt2-tasks/layer_1" and sae.weights_by_reference
+    mask = LearnedMask(sae.n_features)
+    with torch.no_grad():
+        mask.logits.copy_(torch.randn(sae.n_features))
+    card = save_interchange(Interchange(sae, mask), tmp_path, layer=1, role="END")
+    stored = tmp_path / "L1_END.safetensors"
+    assert stored.stat().st_size < 10_000  # the mask only: 512 logits, not the SAE's 800 kB
+    _, again = load_interchange(card)
+    x, y = torch.randn(4, 192), torch.randn(4, 192)
+    with torch.no_grad():
+        assert torch.allclose(again(x, y), Interchange(sae, mask)(x, y), atol=1e-6)
+    text = json.loads(card.read_text())
+    text["featurizer"]["config"]["d_sae"] = 256  # settings that do not match the referenced SAE
+    card.write_text(json.dumps(text))
+    with pytest.raises(FeaturizerFileError, match="d_sae"):
+        load_interchange(card)
+    text["featurizer"]["config"].update(d_sae=512, source="embedded:../../etc")
+    card.write_text(json.dumps(text))
+    with pytest.raises(FeaturizerFileError, match="embedded SAE is named"):
+        load_interchange(card)

@@ -109,6 +109,12 @@ class Featurizer(nn.Module):
     def config(self) -> dict[str, Any]:
         return {"d_model": self.d_model}
 
+    @property
+    def weights_by_reference(self) -> bool:
+        """True when ``config()`` names where the tensors come from (e.g. a shipped SAE), so a saved
+        intervention stores the reference instead of copying fixed weights into every site's file."""
+        return False
+
 
 @register_featurizer("identity")
 class IdentityFeaturizer(Featurizer):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from mibench.causal.causal_model import CausalModel
+from mibench.causal.causal_model import CausalModel, CausalModelError
 from mibench.data.example import Example
 from mibench.data.tokenization import TokenizationError, encode, role_positions
 from mibench.engine.residual import ResidualRunner
@@ -98,14 +98,22 @@ def build_pairs(examples: list[Example], kind: str, variable: str, causal_model:
         if not cf.has_answer:
             dropped["counterfactual without an answer"] += 1
             continue
-        label = causal_model.interchange_label(example.variables, cf.variables, variable)
+        try:
+            label = causal_model.interchange_label(example.variables, cf.variables, variable)
+        except CausalModelError:  # e.g. an official row whose counterfactual has no single answer
+            dropped["the causal model cannot label the pair"] += 1
+            continue
+        absent = [r for r in roles if r not in example.spans or r not in cf.spans]
+        if absent:
+            dropped[f"no {absent[0]} span in the prompt"] += 1
+            continue
         try:
             base = _answered(tokenizer, example.prompt, label)
             source = _answered(tokenizer, cf.prompt, cf.answer)
             b_roles = role_positions(tokenizer, example.prompt, {r: example.spans[r] for r in roles})
             s_roles = role_positions(tokenizer, cf.prompt, {r: cf.spans[r] for r in roles})
-        except (TokenizationError, KeyError) as exc:
-            dropped[f"untokenisable ({type(exc).__name__})"] += 1
+        except TokenizationError:
+            dropped["untokenisable (an answer or role the tokenizer cannot encode)"] += 1
             continue
         bases.append(base)
         sources.append(source)

@@ -67,7 +67,7 @@ import torch
 from torch import Tensor
 
 from mibench.causal.featurizer import Featurizer, register_featurizer
-from mibench.errors import MibenchError
+from mibench.errors import FileFieldError, MibenchError
 
 SAE_CFG_FILENAME = "cfg.json"
 SAE_WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -79,23 +79,10 @@ _METADATA_KEYS = ("model_name", "hook_name", "hook_layer", "hook_head_index", "p
                   "dataset_path")
 
 
-class SAEFolderError(MibenchError, ValueError):
+class SAEFolderError(FileFieldError):
     """An SAE folder that cannot be used; ``path`` is the file, ``field`` the place in it (or None)."""
 
-    def __init__(self, path: str | os.PathLike[str], field: str | None, message: str) -> None:
-        self.path = os.fspath(path)
-        self.field = field
-        self.message = message
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = f"SAE file {self.path!r}"
-        if self.field is not None:
-            where += f", field {self.field}"
-        return f"{where}: {self.message}"
-
-    def __reduce__(self):  # keep the three-argument constructor picklable
-        return (type(self), (self.path, self.field, self.message))
+    kind = "SAE file"
 
 
 # ============================================================================================ featurizer
@@ -108,7 +95,8 @@ class SAEFeaturizer(Featurizer):
     """
 
     def __init__(self, d_model: int, d_sae: int, architecture: str = "standard", k: int | None = None,
-                 apply_b_dec_to_input: bool = True, rescale_acts_by_decoder_norm: bool = False) -> None:
+                 apply_b_dec_to_input: bool = True, rescale_acts_by_decoder_norm: bool = False,
+                 source: str | None = None) -> None:
         super().__init__(d_model)
         _check_settings(d_model, d_sae, architecture, k, rescale_acts_by_decoder_norm)
         self.d_sae = int(d_sae)
@@ -122,10 +110,30 @@ class SAEFeaturizer(Featurizer):
         self.register_buffer("b_dec", torch.zeros(self.d_model))
         if architecture == "jumprelu":
             self.register_buffer("threshold", torch.zeros(self.d_sae))
+        #: where the weights come from ("embedded:<model>/layer_<L>" or an SAELens folder), or None
+        self.source = source
+        if source is not None:
+            self._load_from_source(source)
+
+    def _load_from_source(self, source: str) -> None:
+        """Fill the buffers from ``source``, refusing an SAE whose settings differ from this one's."""
+        folder = resolve_sae_source(source)
+        loaded = load_sae(folder, d_model=self.d_model)
+        mine, theirs = self.config(), loaded.config()
+        mine.pop("source", None)
+        theirs.pop("source", None)
+        if mine != theirs:
+            raise SAEFolderError(folder / SAE_CFG_FILENAME, None, f"the SAE there has settings {theirs}, but the "
+                                 f"saved featurizer expects {mine}")
+        self.load_state_dict(loaded.state_dict())
 
     @property
     def n_features(self) -> int:
         return self.d_sae
+
+    @property
+    def weights_by_reference(self) -> bool:
+        return self.source is not None
 
     # ------------------------------------------------------------------ SAE maths
     def pre_activations(self, x: Tensor) -> Tensor:
@@ -169,7 +177,23 @@ class SAEFeaturizer(Featurizer):
         if self.architecture == "topk":
             cfg["k"] = self.k
             cfg["rescale_acts_by_decoder_norm"] = self.rescale_acts_by_decoder_norm
+        if self.source is not None:
+            cfg["source"] = self.source
         return cfg
+
+
+EMBEDDED_PREFIX = "embedded:"
+
+
+def resolve_sae_source(source: str) -> Path:
+    """The folder a featurizer's ``source`` names: ``embedded:<model>/layer_<L>`` (an SAE shipped with
+    mibench) or an SAELens folder path."""
+    if source.startswith(EMBEDDED_PREFIX):
+        relative = Path(source[len(EMBEDDED_PREFIX):])
+        if relative.is_absolute() or ".." in relative.parts:
+            raise MibenchError(f"SAE source {source!r}: an embedded SAE is named <model>/layer_<L>")
+        return EMBEDDED_SAE_DIR / relative
+    return Path(source)
 
 
 def _check_settings(d_model: int, d_sae: int, architecture: str, k: int | None, rescale: bool) -> None:
@@ -227,7 +251,17 @@ def load_sae(folder: str | os.PathLike[str], d_model: int | None = None) -> SAEF
                                                f"model's d_model is {d_model}")
     sae = SAEFeaturizer(**settings)
     sae.load_state_dict(_read_weights(weights_path, sae))
+    sae.source = _source_name(folder)
     return sae
+
+
+def _source_name(folder: Path) -> str:
+    """How a saved featurizer refers to ``folder``: relative to the embedded SAEs when it is one of them."""
+    folder = folder.resolve()
+    try:
+        return EMBEDDED_PREFIX + folder.relative_to(EMBEDDED_SAE_DIR.resolve()).as_posix()
+    except ValueError:
+        return str(folder)
 
 
 def read_sae_config(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ a submission provides)::
     ...
 
 Loading rebuilds the modules from *registered* class names (built-in or installed plugin) and loads the
-tensors with ``strict=True``; a file that names an unknown class, misses a field or has tensors of the
+tensors with ``strict=True``. Fixed weights that exist elsewhere (an embedded or SAELens-folder SAE) are
+referenced by the card (``featurizer.config.source``) instead of being copied into every site's file; a file that names an unknown class, misses a field or has tensors of the
 wrong shape fails with an error naming the file and the field.
 """
 
@@ -65,7 +66,8 @@ def save_interchange(interchange: Interchange, folder: str | Path, *, layer: int
     stem = site_stem(layer, role)
     card = {"format": CARD_FORMAT, "version": CARD_VERSION, "layer": layer, "role": role, **context,
             **interchange.describe()}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in interchange.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in interchange.state_dict().items()
+               if not _by_reference(interchange, k)}
     tmp = folder / f".{stem}.safetensors.tmp"
     save_file(tensors, str(tmp))
     tmp.replace(folder / f"{stem}.safetensors")
@@ -94,12 +96,24 @@ def load_interchange(card_path: str | Path) -> tuple[FeaturizerCard, Interchange
         tensors = load_file(str(tensors_path))
     except (SafetensorError, OSError) as exc:
         raise FeaturizerFileError(f"{tensors_path}: not a safetensors file: {exc}") from None
+    if interchange.featurizer.weights_by_reference:  # the featurizer loaded its fixed weights itself
+        own = {k: v for k, v in interchange.state_dict().items() if _by_reference(interchange, k)}
+        stray = sorted(k for k in tensors if _by_reference(interchange, k))
+        if stray:
+            raise FeaturizerFileError(f"{tensors_path}: holds featurizer tensors {stray[:3]} although the card's "
+                                      "featurizer names where its weights come from")
+        tensors = {**tensors, **own}
     try:
         interchange.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise FeaturizerFileError(f"{tensors_path}: tensors do not fit the card's featurizer: {exc}") from None
     interchange.eval()
     return card, interchange
+
+
+def _by_reference(interchange: Interchange, key: str) -> bool:
+    """A featurizer tensor that the card references rather than the safetensors file stores."""
+    return interchange.featurizer.weights_by_reference and key.startswith("featurizer.")
 
 
 def read_card(path: Path) -> FeaturizerCard:

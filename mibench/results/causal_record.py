@@ -9,15 +9,12 @@ the sites that were requested but not scored, and where each trained featurizer 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from mibench.errors import MibenchError
-from mibench.results.record import FORMAT_VERSION, EnvironmentInfo, ModelInfo
-from mibench.validation import describe_validation_error
+from mibench.results.record import FORMAT_VERSION, EnvironmentInfo, ModelInfo, read_validated
 
 
 class _Strict(BaseModel):
@@ -114,12 +111,4 @@ def causal_comparability_key(task: CausalTaskInfo, model: ModelInfo, scorer: Cau
 
 def read_causal_record(path: str | Path) -> CausalRecord:
     """Load and validate a causal record; problems name the file and the field."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MibenchError(f"{path}: cannot read results record: {exc}") from exc
-    try:
-        return CausalRecord.model_validate(raw)
-    except ValidationError as exc:
-        raise MibenchError(f"{path}: invalid results record: {describe_validation_error(exc)}") from exc
+    return read_validated(path, CausalRecord)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mibench.errors import MibenchError
 from mibench.io_utils import atomic_write_text
 from mibench.validation import describe_validation_error
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
 
 FORMAT_VERSION = "1"
 
@@ -136,13 +138,18 @@ def write_record(record: BaseModel, path: str | Path) -> Path:
 
 
 def read_record(path: str | Path) -> CircuitRecord:
-    """Load and validate a record; problems name the file and the field."""
+    """Load and validate a circuit record; problems name the file and the field."""
+    return read_validated(path, CircuitRecord)
+
+
+def read_validated(path: str | Path, schema: type[RecordT]) -> RecordT:
+    """Load a results record of either track and validate it against ``schema``."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise MibenchError(f"{path}: cannot read results record: {exc}") from exc
     try:
-        return CircuitRecord.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         raise MibenchError(f"{path}: invalid results record: {describe_validation_error(exc)}") from exc

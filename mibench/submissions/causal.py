@@ -115,6 +115,11 @@ def _check_sites(folder: Path, task: str, variable: str, layout, problems: list[
         if (card.layer, card.role) != (layer, role):
             problems.append(Problem(str(path), "layer/role", f"the card says L{card.layer}/{card.role} but the file "
                                     f"name says L{layer}/{role}"))
+        source = card.featurizer.get("config", {}).get("source")
+        if isinstance(source, str) and not source.startswith("embedded:"):
+            problems.append(Problem(str(path), "featurizer.config.source", f"{source!r} is a folder on the machine "
+                                    "that saved it; name an embedded SAE (embedded:<model>/layer_<L>) or ship the "
+                                    "weights (save the featurizer with source None)"))
         width = interchange.featurizer.d_model
         if width != layout.d_model:
             problems.append(Problem(str(path), "featurizer.config.d_model", f"{width}, but the model's hidden size "

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mibench.causal.causal_model import OUTPUT, CausalModel, CausalModelError
+from mibench.causal.causal_model import OUTPUT, CausalModel, CausalModelError, Mechanism
 
 
 def _answer_pointer(values: Mapping[str, Any]) -> int:
@@ -40,36 +40,30 @@ def _answer(values: Mapping[str, Any]) -> str:
     return " " + str(values["symbols"][values["answer_pointer"]])
 
 
-def mcqa_causal_model(task_id: str = "mcqa") -> CausalModel:
+def _choice_model(task_id: str, inputs: tuple[str, ...], pointer: Mechanism, pointer_meaning: str,
+                  notes: str) -> CausalModel:
+    """The multiple-choice model shared by MCQA and ARC; they differ only in how the pointer is found."""
     return CausalModel(
         task_id=task_id,
-        inputs=("symbols", "choices", "color"),
-        mechanisms={
-            "answer_pointer": _answer_pointer,
-            "answer": _answer,
-            OUTPUT: lambda values: values["answer"],
-        },
+        inputs=inputs,
+        mechanisms={"answer_pointer": pointer, "answer": _answer, OUTPUT: lambda values: values["answer"]},
         targets={
-            "answer_pointer": "slot (0-3) of the option holding the stated colour; label = base letter at that slot",
+            "answer_pointer": f"slot (0-3) of {pointer_meaning}; label = base letter at that slot",
             "answer": "letter of the correct option with its leading space; label = the source's answer",
         },
-        notes="MIB simple-MCQA model: answer_pointer = index of color in choices; answer = ' ' + symbols[pointer].",
+        notes=notes,
     )
+
+
+def mcqa_causal_model(task_id: str = "mcqa") -> CausalModel:
+    return _choice_model(task_id, ("symbols", "choices", "color"), _answer_pointer,
+                         "the option holding the stated colour",
+                         "MIB simple-MCQA model: answer_pointer = index of color in choices; answer = ' ' + "
+                         "symbols[pointer].")
 
 
 def arc_causal_model(task_id: str) -> CausalModel:
     """ARC-Easy/-Challenge: ``answer_pointer`` = the answer key; ``answer`` = the letter of that option."""
-    return CausalModel(
-        task_id=task_id,
-        inputs=("symbols", "answer_key"),
-        mechanisms={
-            "answer_pointer": lambda values: int(values["answer_key"]),
-            "answer": _answer,
-            OUTPUT: lambda values: values["answer"],
-        },
-        targets={
-            "answer_pointer": "slot (0-3) of the correct option (the answer key); label = base letter at that slot",
-            "answer": "letter of the correct option with its leading space; label = the source's answer",
-        },
-        notes="MIB ARC model: answer_pointer = answerKey; answer = ' ' + symbols[pointer].",
-    )
+    return _choice_model(task_id, ("symbols", "answer_key"), lambda values: int(values["answer_key"]),
+                         "the correct option (the answer key)",
+                         "MIB ARC model: answer_pointer = answerKey; answer = ' ' + symbols[pointer].")
