@@ -71,7 +71,8 @@ def test_ioi_rows_become_examples_with_mib_answers_and_roles():
     assert first.answer == " Mary"
     assert first.template == "When {name_A} and {name_B} went to the {place}, {name_C} gave an {object} to"
     assert first.spans["S1"] != first.spans["S2"]
-    assert spans_text(first.prompt, first.spans) == {"IO": "Mary", "S1": "John", "S2": "John", "END": "to"}
+    assert spans_text(first.prompt, first.spans) == {"IO": "Mary", "S1": "John", "S2": "John", "END": "to",
+                                                   "N1": "Mary", "N2": "John"}
     assert first.spans["S2"][0] == first.prompt.rindex("John")
     assert first.variables == {"output_token": "Mary", "output_position": 0, "io": "Mary", "s": "John",
                                "names": ["Mary", "John"], "giver": "John"}
@@ -88,11 +89,13 @@ def test_ioi_counterfactual_answers_come_from_their_own_choices():
     assert {kind: cf.answer for kind, cf in first.counterfactuals.items()} == expected
     flip = first.counterfactual("s2_io_flip")
     assert flip.prompt == "When Mary and John went to the store, Mary gave an apple to"
-    assert spans_text(flip.prompt, flip.spans) == {"IO": "John", "S1": "Mary", "S2": "Mary", "END": "to"}
+    assert spans_text(flip.prompt, flip.spans) == {"IO": "John", "S1": "Mary", "S2": "Mary", "END": "to",
+                                                 "N1": "Mary", "N2": "John"}
     assert flip.variables == {"output_token": "John", "output_position": 1, "names": ["Mary", "John"],
                               "giver": "Mary"}
     abc = first.counterfactual("abc")  # no name repeats: there is no S2 to mark
-    assert spans_text(abc.prompt, abc.spans) == {"IO": "Mary", "S1": "John", "END": "to"}
+    assert spans_text(abc.prompt, abc.spans) == {"IO": "Mary", "S1": "John", "END": "to", "N1": "Mary",
+                                               "N2": "John"}
     assert "giver" not in abc.variables  # so the causal model refuses it rather than guess
 
 
@@ -102,7 +105,8 @@ def test_ioi_subject_first_and_whole_word_names():
     assert second.answer == " Sarah" and second.variables["output_position"] == 1
     third = examples[2]  # IO "Anna", S "Ann": "Ann" must not match inside "Anna"
     assert third.prompt == "After Anna and Ann went to the school, Ann gave a ring to"
-    assert spans_text(third.prompt, third.spans) == {"IO": "Anna", "S1": "Ann", "S2": "Ann", "END": "to"}
+    assert spans_text(third.prompt, third.spans) == {"IO": "Anna", "S1": "Ann", "S2": "Ann", "END": "to",
+                                                   "N1": "Anna", "N2": "Ann"}
     assert third.spans["S1"][0] == third.prompt.index(" Ann ") + 1
 
 

@@ -55,6 +55,40 @@ class CausalSpec(BaseModel):
     counterfactuals: list[str] = Field(min_length=1, description="counterfactual kinds used to train and test")
 
 
+class SpanSchema(BaseModel):
+    """The task's position-aware schema: named token spans that segment every prompt the same way.
+
+    ``anchors`` are roles of the card's ``schema`` in prompt order; each anchor's tokens are one span, the
+    tokens between two anchors are a gap span, the tokens before the first anchor (BOS included) are
+    ``prefix``, and the last anchor is the answer position alone (its prompt's final token). So variable-length
+    examples map to one list of spans (:mod:`mibench.data.span_schema`). ``gap_names`` names the gap after an
+    anchor (default ``<anchor>+``); ``null`` says the next anchor follows immediately (no gap span; a prompt
+    with tokens in between does not fit the schema).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    anchors: list[str] = Field(min_length=1, description="roles that delimit the spans, in prompt order; the last "
+                                                         "one is the answer position")
+    gap_names: dict[str, str | None] = Field(default_factory=dict,
+                                             description="anchor -> name of the gap after it (null: no gap)")
+
+    @model_validator(mode="after")
+    def _names_are_distinct(self) -> "SpanSchema":
+        if len(set(self.anchors)) != len(self.anchors):
+            raise ValueError(f"anchors repeat: {self.anchors}")
+        last = self.anchors[-1]
+        bad = [a for a in self.gap_names if a not in self.anchors[:-1]]
+        if bad:
+            raise ValueError(f"gap_names: {bad} are not anchors followed by a gap (the last anchor, {last!r}, "
+                             "is the answer position and has none)")
+        names = ["prefix", *self.anchors, *(self.gap_names.get(a, f"{a}+") for a in self.anchors[:-1])]
+        names = [n for n in names if n is not None]
+        clashes = sorted({n for n in names if names.count(n) > 1})
+        if clashes:
+            raise ValueError(f"span names must be distinct, but {clashes} repeat")
+        return self
+
+
 class TaskCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -71,6 +105,7 @@ class TaskCard(BaseModel):
     schema_roles: dict[str, str] = Field(alias="schema", description="token roles -> what they mark")
     official: OfficialDataset | None = None
     causal: CausalSpec | None = None
+    span_schema: SpanSchema | None = None
 
     @field_validator("version", mode="before")
     @classmethod
@@ -112,6 +147,15 @@ class TaskCard(BaseModel):
             unknown = [x for x in used if x not in declared]
             if unknown:
                 raise ValueError(f"causal.{name}: {unknown} not declared by the card (declared: {list(declared)})")
+        return self
+
+    @model_validator(mode="after")
+    def _anchors_are_roles(self) -> "TaskCard":
+        if self.span_schema is not None:
+            unknown = [a for a in self.span_schema.anchors if a not in self.schema_roles]
+            if unknown:
+                raise ValueError(f"span_schema.anchors: {unknown} are not roles of the card's schema "
+                                 f"({list(self.schema_roles)})")
         return self
 
 

@@ -202,6 +202,7 @@ def ioi_spans(row: Row, prompt: str, answer_name: str, other_name: str, *, colum
     if len(s) > 1:
         spans["S2"] = s[-1]
     spans["END"] = last_word_span(prompt)
+    spans["N1"], spans["N2"] = sorted((io[0], s[0]))  # the two names in text order (the span schema's anchors)
     return spans
 
 

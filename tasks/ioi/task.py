@@ -80,7 +80,8 @@ class IOITask(Task):
             first, second = (io_name, s_name) if io_is_first else (s_name, io_name)
             text, slots = ioi_prompt(template, first, second, giver, place, obj)
             io_slot, s_slot = ("N1", "N2") if io_is_first else ("N2", "N1")
-            spans = {"IO": slots[io_slot], "S1": slots[s_slot], "S2": slots["S2"], "END": last_word_span(text)}
+            spans = {"IO": slots[io_slot], "S1": slots[s_slot], "S2": slots["S2"], "END": last_word_span(text),
+                     "N1": slots["N1"], "N2": slots["N2"]}
             return text, spans, slot_variables(first, second, giver)
 
         def variables(answer: str, first: str) -> dict:
