@@ -34,6 +34,7 @@ from mibench.commands_leaderboard import (
     run_submission,
     submission_arguments,
 )
+from mibench.commands_schema import SCHEMA_DESCRIPTION, SCHEMA_EXAMPLES, SCHEMA_HELP, run_schema, schema_arguments
 from mibench.errors import MibenchError
 
 PROG = "mibench"
@@ -249,6 +250,8 @@ COMMANDS: list[Command] = [
             examples=LEADERBOARD_EXAMPLES, add_arguments=leaderboard_arguments, run=run_leaderboard),
     Command(name="submission", help=SUBMISSION_HELP, description=SUBMISSION_DESCRIPTION,
             examples=SUBMISSION_EXAMPLES, add_arguments=submission_arguments, run=run_submission),
+    Command(name="schema", help=SCHEMA_HELP, description=SCHEMA_DESCRIPTION, examples=SCHEMA_EXAMPLES,
+            add_arguments=schema_arguments, run=run_schema),
     Command(
         name="ls",
         help="list supported model families (with MIB graph sizes) or registered tasks",
