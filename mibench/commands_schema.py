@@ -57,15 +57,22 @@ def run_schema(args: argparse.Namespace) -> int:
 
         if card.span_schema is None:
             raise MibenchError(f"task {card.id!r} declares no span_schema; try 'mibench schema suggest --task {card.id}'")
-        tokenizer = load_model(model).tokenizer
+        loaded = load_model(model)
         kinds = [k for k in card.counterfactuals if all(e.counterfactual(k).has_answer for e in examples)]
-        report = check_schema(card.span_schema, examples, tokenizer, counterfactuals=kinds)
+        report = check_schema(card.span_schema, examples, loaded.tokenizer, counterfactuals=kinds)
         print(tabulate(report.summary(), headers="keys", tablefmt=args.format, disable_numparse=True))
         for failure in report.failures[:20]:
             print(f"does not fit: {failure}")
         fitted = report.prompts - len(report.failures)
         print(f"\n{card.id}: the schema fits {fitted} of {report.prompts} prompts "
               f"({len(examples)} {args.split} examples, clean and {', '.join(kinds) or 'no'} counterfactuals)")
+        from mibench.graph.positional import positional_counts
+
+        layout = loaded.adapter.layout
+        sizes = positional_counts(layout, len(report.names))
+        print(f"position-aware graph on {model}: {sizes['spans']} spans, {sizes['nodes']:,} nodes, "
+              f"{sizes['non_crossing_edges']:,} non-crossing + {sizes['crossing_edges']:,} crossing = "
+              f"{sizes['edges']:,} edges (position-invariant: {layout.n_edges:,})")
         return 0 if report.ok else 1
     from mibench.circuits.schema_suggest import suggest_schema
     from mibench.engine import PatchingEngine

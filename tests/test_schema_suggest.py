@@ -74,6 +74,7 @@ def test_schema_commands(capsys):
     assert main(["schema", "check", "--task", "arithmetic_addition", "--examples", "20"]) == 0
     out = capsys.readouterr().out
     assert "the schema fits 60 of 60 prompts" in out and "operator" in out
+    assert "position-aware graph on gpt2-tasks: 6 spans" in out
     assert main(["schema", "suggest", "--task", "mcqa", "--examples", "16"]) == 0
     out = capsys.readouterr().out
     proposed = yaml.safe_load(out.split("prompts):\n", 1)[1])
