@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -45,6 +45,9 @@ from mibench.engine.ablation import Ablation
 from mibench.engine.engine import PatchingEngine, SourceGroup
 from mibench.graph.graph import Graph
 from mibench.graph.layout import GraphLayout
+
+if TYPE_CHECKING:
+    from mibench.graph.positional import PositionalGraph
 
 Level = Literal["edge", "node", "neuron"]
 Interpolation = Literal["none", "inputs", "activations"]
@@ -195,6 +198,60 @@ class EdgeGradientContraction:
         self.scores[lo:hi, cols] += per_example.sum(0).to(self.scores.device)
 
 
+SpanReducer = Literal["sum", "avg", "abs_sum", "max_abs"]
+SPAN_REDUCERS: tuple[str, ...] = ("sum", "avg", "abs_sum", "max_abs")
+
+
+class SpanEdgeGradientContraction(EdgeGradientContraction):
+    """:class:`EdgeGradientContraction` that keeps positions and reduces them per span: ``scores[s, u, v]``
+    gets, per example, the reducer over the positions ``t`` of span ``s`` of ``Delta_u[t] . dL/dz_v[t]``.
+
+    Reducers (PEAP's): ``sum`` (what position-invariant EAP adds up, per span), ``avg`` (mean over the span's
+    positions), ``abs_sum`` (sum of magnitudes: no cancellation between positions), ``max_abs`` (the
+    largest magnitude). ``span_ids`` ``[B, T]`` must be set before each batch (-1 at padding).
+    """
+
+    def __init__(self, layout: GraphLayout, scores: Tensor, reducer: SpanReducer = "sum") -> None:
+        if reducer not in SPAN_REDUCERS:
+            raise ValueError(f"unknown span reducer {reducer!r} (choose from {', '.join(SPAN_REDUCERS)})")
+        super().__init__(layout, scores)
+        self.reducer = reducer
+        self.span_ids: Tensor | None = None
+
+    def _reduce(self, per_position: Tensor) -> Tensor:
+        """``[B, U, V, T]`` -> ``[S, U, V]`` summed over examples."""
+        n_spans = self.scores.shape[0]
+        onehot = torch.nn.functional.one_hot(self.span_ids.clamp_min(0), n_spans).to(per_position.dtype)
+        onehot = onehot * (self.span_ids >= 0).unsqueeze(-1).to(per_position.dtype)  # [B, T, S]
+        if self.reducer == "max_abs":
+            magnitude = per_position.abs()
+            out = [(magnitude * onehot[:, None, None, :, s]).amax(-1).sum(0) for s in range(n_spans)]
+            return torch.stack(out)
+        values = per_position.abs() if self.reducer == "abs_sum" else per_position
+        per_span = torch.einsum("buvt,bts->bsuv", values, onehot)
+        if self.reducer == "avg":
+            counts = onehot.sum(1)  # [B, S]
+            per_span = per_span / counts.clamp_min(1)[:, :, None, None]
+        return per_span.sum(0)
+
+    def _add_block(self, prev: int, cols: int | slice, grad: Tensor) -> None:
+        lo, hi = self._credited(prev)
+        if lo >= hi:
+            return
+        if isinstance(cols, int):
+            cols = slice(cols, cols + 1)
+        per_position = torch.einsum("ubtd,bvtd->buvt", self.deltas[lo:hi], _wide(grad))
+        self.scores[:, lo:hi, cols] += self._reduce(per_position).to(self.scores.device)
+
+    def __call__(self, kind: str, layer: int, grad: Tensor) -> None:
+        if kind == "logits" and grad.dim() == 2:  # the gradient at the last position only: place it there
+            grad = _fold_points(grad, self.deltas.shape[1])
+            full = torch.zeros(*self.deltas.shape[1:], dtype=_wide(grad).dtype, device=grad.device)  # [B, T, d]
+            full[torch.arange(full.shape[0], device=grad.device), self.last] = _wide(grad)
+            grad = full
+        super().__call__(kind, layer, grad)
+
+
 def source_major_deltas(deltas: list[Tensor]) -> Tensor:
     """Per-group ``[B, U_g, T, d]`` deltas as one contiguous ``[n_forward, B, T, d]`` tensor (>= float32)."""
     return torch.cat([_wide(d).transpose(0, 1) for d in deltas])
@@ -343,16 +400,72 @@ def attribute(
     layout = engine.layout
     graph = Graph(layout, node_scores=level == "node", neuron_level=level == "neuron")
     if level == "edge":
-        edge_scores = torch.zeros(layout.n_forward, layout.n_backward, dtype=torch.float64)
-        contraction = EdgeGradientContraction(layout, edge_scores)
+        scores = torch.zeros(layout.n_forward, layout.n_backward, dtype=torch.float64)
+        accumulator: EdgeGradientContraction | SourceGradientCapture = EdgeGradientContraction(layout, scores)
     else:
         shape = (layout.n_forward, layout.d_model) if level == "neuron" else (layout.n_forward,)
-        source_scores = torch.zeros(shape, dtype=torch.float64)
-        capture = SourceGradientCapture(source_scores, per_neuron=level == "neuron")
+        scores = torch.zeros(shape, dtype=torch.float64)
+        accumulator = SourceGradientCapture(scores, per_neuron=level == "neuron")
+    scale = _accumulate(engine, batches, accumulator, ablation=ablation, reference=reference,
+                        interpolation=interpolation, steps=steps, rule=rule, pooled=pooled, on_batch=on_batch)
+    if level == "edge":
+        graph.edge_scores = (scores * scale).float() * graph.real_edge_mask
+    elif level == "node":
+        graph.node_scores = (scores * scale).float()
+    else:
+        graph.neuron_scores = (scores * scale).float()
+    return graph
+
+
+def attribute_by_span(
+    engine: PatchingEngine,
+    batches: Iterable[CircuitBatch],
+    spans: list[str],
+    span_ids_of: Callable[[CircuitBatch], Tensor],
+    *,
+    reducer: SpanReducer = "sum",
+    ablation: str = "patching",
+    reference: Ablation | None = None,
+    interpolation: Interpolation = "none",
+    steps: int = 5,
+    rule: RiemannRule = "left",
+    on_batch: Callable[[int], None] | None = None,
+) -> PositionalGraph:
+    """Edge attribution kept per span (PEAP's non-crossing edges): each edge's per-position score
+    ``Delta_u[t] . dL/dz_v[t]`` is reduced over the positions of each span (``reducer``) and averaged over
+    examples. ``span_ids_of(batch)`` gives ``[B, T]`` span indices (-1 at padding). With one span and
+    ``reducer="sum"`` this is exactly :func:`attribute`'s edge scores."""
+    from mibench.graph.positional import PositionalGraph
+
+    layout = engine.layout
+    graph = PositionalGraph(layout, spans)
+    scores = torch.zeros(len(spans), layout.n_forward, layout.n_backward, dtype=torch.float64)
+    contraction = SpanEdgeGradientContraction(layout, scores, reducer)
+
+    def before(batch: CircuitBatch) -> None:
+        contraction.span_ids = span_ids_of(batch).to(engine.device)
+
+    scale = _accumulate(engine, batches, contraction, ablation=ablation, reference=reference,
+                        interpolation=interpolation, steps=steps, rule=rule, pooled=False, on_batch=on_batch,
+                        before_batch=before)
+    graph.edge_scores = (scores * scale).float() * graph.real_edge_mask
+    return graph
+
+
+def _accumulate(engine: PatchingEngine, batches: Iterable[CircuitBatch],
+                accumulator: EdgeGradientContraction | SourceGradientCapture, *, ablation: str,
+                reference: Ablation | None, interpolation: Interpolation, steps: int, rule: RiemannRule,
+                pooled: bool, on_batch: Callable[[int], None] | None,
+                before_batch: Callable[[CircuitBatch], None] | None = None) -> float:
+    """Run every attribution pass of every batch, feeding gradients to ``accumulator``; returns the factor
+    that turns the accumulated sums into averages over examples (and interpolation points)."""
+    edges = isinstance(accumulator, EdgeGradientContraction)
     total = 0
     passes_per_credit = 1
     with engine.frozen_parameters():
         for batch in batches:
+            if before_batch is not None:
+                before_batch(batch)
             batch_ablation = ablation_for_batch(engine, batch, ablation, reference)
             own_clean_run = interpolation == "none"
             acts = None if own_clean_run else batch_activations(engine, batch, batch_ablation)
@@ -360,16 +473,16 @@ def attribute(
                              points_per_pass=_points_per_pass(engine, batch, steps))
             passes_per_credit = sum(p.copies for p in passes) if (interpolation != "activations" or pooled) else steps
             for p in passes:
-                if level == "edge":
-                    hook = contraction
+                if edges:
+                    hook = accumulator
                     edit = p.edit
                 else:
                     hook = None
-                    capture.credit(p.credited)
+                    accumulator.credit(p.credited)
 
                     def edit(group: SourceGroup, output: Tensor, p=p) -> Tensor:
                         output = p.edit(group, output)
-                        capture.watch(group, engine.groups.index(group), output)
+                        accumulator.watch(group, engine.groups.index(group), output)
                         return output
                 rows = _repeat_rows(batch, p.copies)
                 out = engine.forward(rows.clean_ids, rows.attention_mask, logit_positions=rows.last_positions,
@@ -378,26 +491,19 @@ def attribute(
                     acts = pair_with_ablation(engine, out.sources.groups, batch_ablation)
                 if p is passes[0]:  # the deltas are fixed per batch; bind them before the first backward
                     deltas = acts.deltas()
-                    stacked = source_major_deltas(deltas) if level == "edge" else None
-                if level == "edge":
+                    stacked = source_major_deltas(deltas) if edges else None
+                if edges:
                     credited = [g for g in engine.groups if p.credited(g)]
                     credited_rows = (slice(credited[0].start, credited[-1].stop)
                                      if len(credited) < len(engine.groups) else None)
-                    contraction.bind(stacked, batch.last_positions.to(engine.device), credited_rows)
+                    accumulator.bind(stacked, batch.last_positions.to(engine.device), credited_rows)
                 else:
-                    capture.bind(deltas)
+                    accumulator.bind(deltas)
                 loss = -logit_difference(out.logits, rows.answers, rows.cf_answers).sum()
                 loss.backward()
-                if level == "edge":
-                    contraction.finish()
+                if edges:
+                    accumulator.finish()
             total += batch.size
             if on_batch is not None:
                 on_batch(batch.size)
-    scale = 1.0 / (max(total, 1) * passes_per_credit)
-    if level == "edge":
-        graph.edge_scores = (edge_scores * scale).float() * graph.real_edge_mask
-    elif level == "node":
-        graph.node_scores = (source_scores * scale).float()
-    else:
-        graph.neuron_scores = (source_scores * scale).float()
-    return graph
+    return 1.0 / (max(total, 1) * passes_per_credit)
