@@ -55,3 +55,100 @@ def test_reducers_bound_each_other(ioi_setup):
     single = torch.tensor([spans.index(n) for n in ("N1", "and", "N2", "S2", "END")])  # one-token spans
     assert torch.allclose(scores["avg"][single], scores["sum"][single], atol=1e-6)
     assert torch.allclose(scores["max_abs"][single], scores["abs_sum"][single], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------- crossing edges
+def _tiny_batch(seed=0, B=3, T=9):
+    from mibench.circuits.batches import CircuitBatch
+
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(1, 100, (B, T), generator=g)
+    cf = torch.randint(1, 100, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    answers, cf_answers = torch.randint(1, 100, (2, B), generator=g)
+    spans = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3, 4]).repeat(B, 1)  # 5 spans, the answer position alone
+    return CircuitBatch(clean, cf, mask, answers, cf_answers, [str(i) for i in range(B)]), spans
+
+
+def _exact_crossing(runner, batch, spans, layer, head, kv, s_kv, s_q, ablated):
+    """The metric change when head ``head``'s queries at span ``s_q`` read ablated keys/values at ``s_kv``."""
+    from mibench.circuits.metrics import logit_difference
+
+    captured = {}
+
+    def watch(at, q, k, v):
+        if at == layer:
+            captured["qkv"] = (q, k, v)
+
+    def edit(at, z):
+        if at != layer:
+            return z
+        q, k, v = captured["qkv"]
+        select = (spans == s_kv)[:, None, :, None]
+        k2, v2 = (torch.where(select, ablated[0], k), v) if kv == 0 else (k, torch.where(select, ablated[1], v))
+        changed = runner.attention(layer, q, k2, v2, batch.attention_mask)
+        out = z.clone()
+        rows = spans == s_q
+        out[:, head][rows] = changed[:, head][rows]
+        return out
+
+    def metric(**hooks):
+        logits = runner.forward(batch.clean_ids, batch.attention_mask,
+                                read_positions=batch.last_positions.unsqueeze(1), **hooks)[:, 0]
+        return -logit_difference(logits, batch.answers, batch.cf_answers).sum()
+
+    with torch.no_grad():
+        return float(metric(head_edit=edit, watch_attention=watch) - metric())
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_crossing_scores_are_exact_where_the_metric_is_linear_in_the_head_output(family):
+    """Last layer, no final norm, its MLP silenced: the metric is linear in the head outputs, so the score
+    equals exact patching (the attention pattern itself is recomputed exactly, not linearised)."""
+    from mibench.circuits.crossing import crossing_attribution, record_key_values
+    from mibench.engine.residual import ResidualRunner
+    from mibench.models.adapter import adapter_for
+    from mibench.models.tiny import tiny_model
+
+    model = tiny_model(family, dtype=torch.float64)
+    with torch.no_grad():
+        if family == "gpt2":
+            model.transformer.ln_f = torch.nn.Identity()
+            model.transformer.h[1].mlp.c_proj.weight.zero_()
+        else:
+            model.model.norm = torch.nn.Identity()
+            model.model.layers[1].mlp.down_proj.weight.zero_()
+    runner = ResidualRunner(adapter_for(model))
+    batch, spans = _tiny_batch()
+    scores = crossing_attribution(runner, batch, spans, 5)
+    assert scores.shape == (2, 4, 2, 5, 5) and (scores.tril() == 0).all()
+    ablated = record_key_values(runner, batch.cf_ids, batch.attention_mask)[1]
+    checked = 0
+    for head in range(4):
+        for kv in (0, 1):
+            for s_kv, s_q in ((0, 1), (1, 2), (0, 4), (2, 4)):
+                exact = _exact_crossing(runner, batch, spans, 1, head, kv, s_kv, s_q, ablated)
+                assert scores[1, head, kv, s_kv, s_q] == pytest.approx(exact, rel=1e-6, abs=1e-9)
+                checked += abs(exact) > 1e-6
+    assert checked > 10  # the edges really matter
+
+
+def test_crossing_scores_approximate_exact_patching_at_earlier_layers():
+    from mibench.circuits.crossing import crossing_attribution, record_key_values
+    from mibench.engine.residual import ResidualRunner
+    from mibench.models.adapter import adapter_for
+    from mibench.models.tiny import tiny_model
+
+    model = tiny_model("gpt2", dtype=torch.float64, initializer_range=0.05)
+    runner = ResidualRunner(adapter_for(model))
+    batch, spans = _tiny_batch(1)
+    scores = crossing_attribution(runner, batch, spans, 5)
+    ablated = record_key_values(runner, batch.cf_ids, batch.attention_mask)[0]
+    estimates, exacts = [], []
+    for head in range(4):
+        for kv in (0, 1):
+            estimates.append(float(scores[0, head, kv, 0, 4]))
+            exacts.append(_exact_crossing(runner, batch, spans, 0, head, kv, 0, 4, ablated))
+    estimates, exacts = torch.tensor(estimates), torch.tensor(exacts)
+    assert torch.corrcoef(torch.stack([estimates, exacts]))[0, 1] > 0.95
+    assert (estimates - exacts).abs().max() < 0.2 * exacts.abs().max()

@@ -34,6 +34,9 @@ from mibench.models.adapter import ModelAdapter
 ResidualEdit = Callable[[int, Tensor], Tensor]
 #: ``edit(layer, z)`` returns the per-head attention outputs ``[B, H, T, dh]`` (before W_O) to use.
 HeadEdit = Callable[[int, Tensor], Tensor]
+#: ``watch(layer, q, k, v)``: a layer's queries ``[B, H, T, dh]`` and (grouped) keys and values ``[B, Hkv, T, dh]``,
+#: before rotary embeddings (which act position by position).
+AttentionWatch = Callable[[int, Tensor, Tensor, Tensor], None]
 
 
 @dataclass
@@ -95,17 +98,31 @@ class ResidualRunner:
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
                 read_positions: Tensor | None = None, resid_edit: ResidualEdit | None = None,
-                head_edit: HeadEdit | None = None) -> Tensor:
-        """Logits of a full forward pass, with ``resid_edit`` applied after every block and ``head_edit``
-        to every layer's per-head attention outputs.
+                head_edit: HeadEdit | None = None, watch_attention: AttentionWatch | None = None,
+                embeddings_require_grad: bool = False) -> Tensor:
+        """Logits of a full forward pass, with ``resid_edit`` applied after every block, ``head_edit``
+        to every layer's per-head attention outputs, and ``watch_attention`` shown every layer's q/k/v.
 
         ``read_positions`` ``[B, m]`` selects the positions whose logits are returned (``[B, m, V]``);
-        None returns all positions.
+        None returns all positions. ``embeddings_require_grad`` makes the embedded input a gradient leaf, so
+        activations downstream (e.g. the ``z`` given to ``head_edit``) carry gradients with frozen weights.
         """
         ctx = self._context(input_ids, attention_mask)
         resid = self._embed(input_ids, ctx)
-        resid = self._blocks(resid, ctx, start=0, stop=self.n_layers, resid_edit=resid_edit, head_edit=head_edit)
+        if embeddings_require_grad:
+            resid = resid.detach().requires_grad_(True)
+        resid = self._blocks(resid, ctx, start=0, stop=self.n_layers, resid_edit=resid_edit, head_edit=head_edit,
+                             watch_attention=watch_attention)
         return self._unembed(resid, read_positions)
+
+    def attention(self, layer: int, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor) -> Tensor:
+        """Layer ``layer``'s per-head attention output ``z`` ``[R, H, T, dh]`` recomputed from given (pre-rotary)
+        ``q``/``k``/``v`` (as :data:`AttentionWatch` sees them), exactly as the forward computes it."""
+        ids_like = torch.zeros(attention_mask.shape, dtype=torch.long, device=self.device)
+        ctx = self._context(ids_like, attention_mask, hidden=q.transpose(1, 2).flatten(2))
+        settings = self.adapter.attention_settings(layer)
+        return multihead_attention(q, k, v, self._pattern_mask(ctx, settings.sliding_window), settings,
+                                   ctx.rotary if settings.rotary else None)
 
     def run_from(self, layer: int, resid: Tensor, attention_mask: Tensor | None = None, *,
                  read_positions: Tensor | None = None, prefix: list[Tensor] | None = None,
@@ -165,21 +182,24 @@ class ResidualRunner:
         return ctx.pattern_masks[window]
 
     def _blocks(self, resid: Tensor, ctx: _Context, *, start: int, stop: int,
-                resid_edit: ResidualEdit | None = None, head_edit: HeadEdit | None = None) -> Tensor:
+                resid_edit: ResidualEdit | None = None, head_edit: HeadEdit | None = None,
+                watch_attention: AttentionWatch | None = None) -> Tensor:
         for layer in range(start, stop):
-            resid = self._block(layer, resid, ctx, head_edit=head_edit)
+            resid = self._block(layer, resid, ctx, head_edit=head_edit, watch_attention=watch_attention)
             if resid_edit is not None:
                 resid = resid_edit(layer, resid)
         return resid
 
     def _block(self, layer: int, resid: Tensor, ctx: _Context, *, start: int = 0,
-               head_edit: HeadEdit | None = None) -> Tensor:
+               head_edit: HeadEdit | None = None, watch_attention: AttentionWatch | None = None) -> Tensor:
         """Block ``layer`` on input ``resid`` ``[B, T, d]``; returns the output at positions ``>= start``."""
         adapter = self.adapter
         settings = adapter.attention_settings(layer)
         weights = adapter.attention_weights(layer)
         normed = adapter.attn_pre_norm(layer, resid)
         q, k, v = (x.unflatten(-1, (-1, adapter.d_head)).transpose(1, 2) for x in adapter.fused_qkv(layer, normed))
+        if watch_attention is not None:
+            watch_attention(layer, q, k, v)
         pattern_mask = self._pattern_mask(ctx, settings.sliding_window)
         rotary = ctx.rotary if settings.rotary else None
         if start > 0:
