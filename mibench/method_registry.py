@@ -57,6 +57,8 @@ class MethodCard(BaseModel):
     levels: list[Level] = Field(default_factory=lambda: ["edge"])
     ablations: list[AblationKind] = Field(default_factory=lambda: ["patching"])
     needs_counterfactual: bool = True
+    #: Scores the position-aware graph of the task's span schema (returns a PositionalGraph).
+    position_aware: bool = False
     arguments: dict[str, MethodArgument] = Field(default_factory=dict)
 
     _entry_form = field_validator("entry")(classmethod(lambda cls, value: check_entry_point(value)))

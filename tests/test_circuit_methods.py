@@ -200,6 +200,8 @@ def test_every_builtin_method_loads_and_scores():
     assert {c.id for c in cards} >= {"eap", "eap-ig-inputs", "eap-ig-activations", "exact", "ifr", "nap",
                                      "nap-ig", "random"}
     for card in cards:
+        if card.position_aware:  # needs a task's span schema: tests/test_peap.py runs it
+            continue
         for level in card.levels:
             graph = load_method(card.id).score(AttributionContext(engine, [data], level=level, seed=3))
             assert graph.level == level

@@ -152,3 +152,32 @@ def test_crossing_scores_approximate_exact_patching_at_earlier_layers():
     estimates, exacts = torch.tensor(estimates), torch.tensor(exacts)
     assert torch.corrcoef(torch.stack([estimates, exacts]))[0, 1] > 0.95
     assert (estimates - exacts).abs().max() < 0.2 * exacts.abs().max()
+
+
+# ------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["ioi", "mcqa", "arithmetic_addition"])
+def test_peap_runs_from_the_cli_and_its_scores_rescore(tmp_path, task):
+    from mibench.cli import main
+    from mibench.graph.positional import positional_counts
+    from mibench.results.record import read_record
+
+    quick = ["--task", task, "--limit", "24", "--bootstrap", "20", "--batch-size", "12", "--quiet"]
+    assert main(["evaluate", "--method", "peap", "--attribution-examples", "12", "--output-dir",
+                 str(tmp_path / "runs"), *quick]) == 0
+    (record_file,) = (tmp_path / "runs").rglob("record.json")
+    record = read_record(record_file)
+    spans = span_names(get_card(task).span_schema)
+    layout = load_model("gpt2-tasks").adapter.layout
+    assert record.method.position_aware and record.method.spans == spans
+    assert record.model.n_edges == positional_counts(layout, len(spans))["edges"]
+    assert record.metrics.signed.nominal_sizes[-1] == record.model.n_edges
+    assert record.metrics.absolute.faithfulness[-1] == pytest.approx(1.0)
+    assert record.metrics.baseline is not None and record.metrics.baseline.nominal_sizes == record.metrics.signed.nominal_sizes
+    assert record.metrics.cmd == record.metrics.cmd and record.metrics.cpr == record.metrics.cpr  # not NaN
+    scores = record_file.parent / "scores.json"
+    assert main(["score", str(scores), "--output-dir", str(tmp_path / "again"), *quick]) == 0
+    (again,) = (tmp_path / "again").rglob("record.json")
+    rescored = read_record(again)
+    assert rescored.method.position_aware and rescored.metrics.cpr == pytest.approx(record.metrics.cpr, abs=1e-9)
+    assert rescored.metrics.cmd == pytest.approx(record.metrics.cmd, abs=1e-9)

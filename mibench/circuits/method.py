@@ -31,6 +31,9 @@ class AttributionContext:
     seed: int = 0
     #: Called with the number of examples each time a batch is done (drives progress bars).
     on_batch: Callable[[int], None] | None = field(default=None, repr=False)
+    #: Position-aware methods: the task's span schema, and each batch's ``[B, T]`` span indices.
+    span_schema: Any = None
+    span_ids_of: Callable[[CircuitBatch], Any] | None = field(default=None, repr=False)
 
     @property
     def n_examples(self) -> int:

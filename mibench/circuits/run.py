@@ -154,19 +154,49 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
             train_examples = task.examples("train", request.attribution_examples)
             train_data = build_batches(train_examples, loaded.tokenizer, counterfactual, request.batch_size)
 
+    file_graph = None
+    if method is None and request.circuit_file is not None and _is_position_aware_file(Path(request.circuit_file)):
+        from mibench.graph.positional import PositionalGraph
+
+        file_graph = PositionalGraph.load_json(request.circuit_file, layout)
+    position_aware = (method is not None and method.card.position_aware) or file_graph is not None
+    span_ids_of = None
+    if file_graph is not None:
+        from mibench.data.span_schema import span_names
+
+        expected = span_names(card.span_schema) if card.span_schema is not None else None
+        if file_graph.spans != expected:
+            raise MibenchError(f"{request.circuit_file}: field cfg.spans is {file_graph.spans}, but task {card.id!r}'s "
+                               f"span schema has spans {expected}")
+    if position_aware:
+        from mibench.circuits.peap import span_ids_for
+
+        if card.span_schema is None:
+            raise MibenchError(f"{method.card.id} is position-aware, but task {card.id!r} declares no span_schema")
+        span_ids_of = span_ids_for([*(train_examples if method is not None else []), *eval_examples],
+                                   loaded.tokenizer, card.span_schema)
     if method is not None:
         torch.manual_seed(request.seed)
         with timer.phase("attribution"), _progress(request, train_data.n_examples, f"{method.card.id} attribution") as bar:
             context = AttributionContext(engine, train_data.batches, level=level, ablation=request.ablation,
-                                         seed=request.seed, on_batch=bar.update)
+                                         seed=request.seed, on_batch=bar.update,
+                                         span_schema=card.span_schema if position_aware else None,
+                                         span_ids_of=span_ids_of)
             graph = method.score(context)
-        method_info = MethodInfo(id=method.card.id, arguments=method.arguments, level=level, ablation=request.ablation)
+        method_info = MethodInfo(id=method.card.id, arguments=method.arguments, level=level, ablation=request.ablation,
+                                 position_aware=position_aware,
+                                 spans=list(graph.spans) if position_aware else None)
     elif request.circuit_files is not None:
         circuits = [load_circuit(Path(f), layout=layout) for f in request.circuit_files]
         level = circuits[0].level
         folder_of_files = Path(request.circuit_files[0]).parent
         method_info = MethodInfo(id=f"circuits:{folder_of_files.name}", level=level, ablation=request.ablation,
                                  source="circuits", file=str(folder_of_files))
+    elif file_graph is not None:
+        graph, level = file_graph, "edge"
+        method_info = MethodInfo(id=f"file:{Path(request.circuit_file).name}", level=level, ablation=request.ablation,
+                                 source="file", file=str(request.circuit_file), position_aware=True,
+                                 spans=list(graph.spans))
     else:
         path = Path(request.circuit_file)
         graph = load_circuit(path, layout=layout)
@@ -179,9 +209,19 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
         method_info = MethodInfo(id=f"file:{path.name}", level=level, ablation=request.ablation, source="file",
                                  file=str(path))
 
-    baseline = random_scores(layout, level, request.seed) if request.baseline else None
+    if position_aware:
+        from mibench.circuits.positional_scorer import random_positional_scores
+
+        baseline = random_positional_scores(graph, request.seed) if request.baseline else None
+    else:
+        baseline = random_scores(layout, level, request.seed) if request.baseline else None
     with timer.phase("evaluation"), _progress(request, eval_data.n_examples, "evaluation") as bar:
-        if request.circuit_files is not None:
+        if position_aware:
+            from mibench.circuits.positional_scorer import score_positional
+
+            score = score_positional(engine, eval_data.batches, graph, span_ids_of, baseline=baseline,
+                                     bootstrap=request.bootstrap, seed=request.seed, on_batch=bar.update)
+        elif request.circuit_files is not None:
             score = score_circuits(engine, eval_data.batches, circuits, baseline=baseline,
                                    bootstrap=request.bootstrap, seed=request.seed, on_batch=bar.update)
         else:
@@ -193,7 +233,10 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
     folder = Path(request.output_dir) / card.id / model_name / run_name
     folder.mkdir(parents=True, exist_ok=True)
     artifacts: dict[str, str] = {}
-    if method is not None:
+    if position_aware:
+        graph.save_json(folder / "scores.json")  # the position-aware JSON layout (span-labelled MIB format)
+        artifacts["scores"] = "scores.json"
+    elif method is not None:
         save_circuit(graph, folder / "scores.json")
         artifacts["scores"] = "scores.json"
 
@@ -208,7 +251,7 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
     model_info = ModelInfo(
         id=request.model, revision=request.revision, dtype=str(engine.dtype).replace("torch.", ""),
         family=getattr(config, "model_type", "unknown"), n_layers=layout.n_layers, n_heads=layout.n_heads,
-        d_model=layout.d_model, n_edges=layout.n_edges,
+        d_model=layout.d_model, n_edges=graph.n_edges if position_aware else layout.n_edges,
     )
     scorer_info = ScorerInfo(version=SCORER_VERSION, fractions=list(FRACTIONS), bootstrap_replicates=request.bootstrap)
     notes = []
@@ -246,6 +289,21 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
     record.timings.update(timer.seconds)
     record_path = write_record(record, folder / "record.json")
     return EvaluationResult(record, folder, record_path)
+
+
+def _is_position_aware_file(path: Path) -> bool:
+    """A JSON circuit file in the position-aware layout (``cfg.format``), which ``load_circuit`` does not read."""
+    import json
+
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8")).get("cfg", {})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+    from mibench.graph.positional import FORMAT
+
+    return isinstance(cfg, dict) and cfg.get("format") == FORMAT
 
 
 def _has_scores(graph) -> bool:

@@ -55,7 +55,7 @@ class CircuitScore:
     per_example: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
 
-def _curve(ranking: str, circuits: list[Graph], means: np.ndarray, full: float, empty: float,
+def _curve(ranking: str, circuits: list, means: np.ndarray, full: float, empty: float,
            n_items: int) -> Curve:
     return Curve(
         ranking=ranking,
@@ -132,9 +132,19 @@ def _score(
 ) -> CircuitScore:
     """Evaluate the CPR curve's and the CMD curve's circuits (and the baseline's) in one batched pass;
     areas, and their bootstrap standard errors over examples."""
-    (cpr_ranking, for_cpr), (cmd_ranking, for_cmd) = cpr_circuits, cmd_circuits
     extra = circuits_at_sizes(baseline, absolute=True) if baseline is not None else []
-    evaluation = evaluate_circuits(engine, list(batches), for_cpr + for_cmd + extra, on_batch=on_batch)
+    evaluation = evaluate_circuits(engine, list(batches), cpr_circuits[1] + cmd_circuits[1] + extra,
+                                   on_batch=on_batch)
+    baseline_circuits = (extra, n_scored_items(baseline)) if baseline is not None else None
+    return summarise(evaluation, level=level, n_items=n_items, cpr_circuits=cpr_circuits,
+                     cmd_circuits=cmd_circuits, baseline_circuits=baseline_circuits, bootstrap=bootstrap, seed=seed)
+
+
+def summarise(evaluation, *, level: str, n_items: int, cpr_circuits: tuple[str, list], cmd_circuits: tuple[str, list],
+              baseline_circuits: tuple[list, int] | None, bootstrap: int, seed: int) -> CircuitScore:
+    """Curves, CPR, CMD and bootstrap errors from an evaluation of ``cpr + cmd (+ baseline)`` circuits in that
+    order (any circuit type with a ``weighted_edge_count``: position-aware circuits use this too)."""
+    (cpr_ranking, for_cpr), (cmd_ranking, for_cmd) = cpr_circuits, cmd_circuits
     k = len(FRACTIONS)
     per_circuit = evaluation.circuits  # [C, n]
     full, empty = evaluation.full.mean(), evaluation.empty.mean()
@@ -142,8 +152,9 @@ def _score(
     cpr_curve = _curve(cpr_ranking, for_cpr, means[:k], full, empty, n_items)
     cmd_curve = _curve(cmd_ranking, for_cmd, means[k : 2 * k], full, empty, n_items)
     baseline_curve = None
-    if baseline is not None:
-        baseline_curve = _curve("absolute", extra, means[2 * k :], full, empty, n_scored_items(baseline))
+    if baseline_circuits is not None:
+        extra, baseline_items = baseline_circuits
+        baseline_curve = _curve("absolute", extra, means[2 * k :], full, empty, baseline_items)
 
     cpr_value = float(cpr(np.asarray(cpr_curve.faithfulness)))
     cmd_value = float(cmd(np.asarray(cmd_curve.faithfulness)))
@@ -173,4 +184,5 @@ def _score(
     )
 
 
-__all__ = ["SCORER_VERSION", "CircuitScore", "Curve", "score_attribution", "score_circuits", "area_weights"]
+__all__ = ["SCORER_VERSION", "CircuitScore", "Curve", "score_attribution", "score_circuits", "summarise",
+           "area_weights"]

@@ -93,6 +93,23 @@ class PositionalGraph:
         return int((self.edges_in_graph & self.real_edge_mask).sum()
                    + (self.crossings_in_graph & self.real_crossing_mask).sum())
 
+    def weighted_edge_count(self) -> float:
+        """Edges in the circuit (the scorer's realised size; no neuron weighting at this level)."""
+        return float(self.count_included_edges())
+
+    def clone(self) -> PositionalGraph:
+        other = PositionalGraph(self.layout, self.spans)
+        for name in ("edge_scores", "edges_in_graph", "crossing_scores", "crossings_in_graph", "nodes_in_graph"):
+            setattr(other, name, getattr(self, name).clone())
+        return other
+
+    def reset(self, empty: bool = True) -> None:
+        """Nothing (or every real edge and crossing edge) in the circuit."""
+        self.edges_in_graph = self.real_edge_mask.clone() if not empty else torch.zeros_like(self.real_edge_mask)
+        self.crossings_in_graph = (self.real_crossing_mask.clone() if not empty
+                                   else torch.zeros_like(self.real_crossing_mask))
+        self.nodes_in_graph = torch.full_like(self.nodes_in_graph, not empty)
+
     def counts(self) -> dict[str, int]:
         return {"spans": self.n_spans, "nodes": self.n_nodes, "non_crossing_edges": self.n_noncrossing,
                 "crossing_edges": self.n_crossing, "edges": self.n_edges}

@@ -69,6 +69,9 @@ class MethodInfo(_Strict):
     ablation: str
     source: Literal["method", "file", "circuits"] = "method"
     file: str | None = None  # the scored file, or the folder of a multiple-circuit submission
+    #: Scored and evaluated on the position-aware graph of these spans (N = that graph's edge count).
+    position_aware: bool = False
+    spans: list[str] | None = None
 
 
 class ScorerInfo(_Strict):
