@@ -113,14 +113,15 @@ def test_tables_rank_per_column_and_mark_the_best(records, tmp_path):
     assert table.best(cmd, table.columns[2]) == {"eap"}  # lower CMD wins
 
     markdown = (out / "leaderboard.md").read_text()
-    assert "| eap-ig-inputs | **0.700 ± 0.010** | **0.500** | 0.800 ± 0.010 |" in markdown
-    assert "| random | 0.010 ± 0.010 |  |  |" in markdown
+    assert "| eap-ig-inputs | invariant | **0.700 ± 0.010** | **0.500** | 0.800 ± 0.010 |" in markdown
+    assert "| random | invariant | 0.010 ± 0.010 |  |  |" in markdown
+    assert "| method | positions | ioi / gpt2-tasks |" in markdown
     assert "### CPR (higher is better)" in markdown and "### CMD (lower is better)" in markdown
     assert "ioi@1|test|s2_io_flip|scorer@" in markdown
 
     latex = (out / "leaderboard.tex").read_text()
     assert r"\textbf{0.700 $\pm$ 0.010}" in latex and r"ioi / gpt2-tasks" in latex and r"eap-ig-inputs" in latex
-    assert r"\begin{tabular}{lrrr}" in latex
+    assert r"\begin{tabular}{llrrr}" in latex and "Positions" in latex
 
     rows = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
     assert len(rows) == 14  # 7 ranked records x 2 metrics
@@ -374,3 +375,16 @@ def test_causal_records_get_their_own_table_with_one_column_per_variable(records
     rows = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
     assert {r["track"] for r in rows} == {"circuit", "causal"}
     assert check_leaderboard(records, out) == []
+
+
+def test_position_aware_methods_share_the_table_with_a_column_saying_so(records, tmp_path):
+    peap = make_record("peap", "ioi", "gpt2-tasks", cpr=0.9, cmd=0.05)
+    peap.method = peap.method.model_copy(update={"position_aware": True, "spans": ["prefix", "END"]})
+    save(records, peap)
+    board = build_leaderboard(records, tmp_path / "site").leaderboard
+    (table,) = board.tables
+    assert "peap" in table.methods and table.row_value("peap") == "aware" and table.row_value("eap") == "invariant"
+    markdown = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert "| peap | aware | **0.900 ± 0.010** |" in markdown
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "site" / "leaderboard.csv").read_text())))
+    assert {r["positions"] for r in rows if r["method"] == "peap"} == {"aware"}

@@ -33,7 +33,7 @@ window.addEventListener("load", function () {
     return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[0].textContent; });
   }
   var table = document.querySelector("table.sortable");
-  var button = table.querySelectorAll("th button")[1];  // the first value column
+  var button = table.querySelector("th[title] button");  // the first value column (titled by its key)
   var before = order(table);
   button.click();
   var first = order(table), firstSort = button.parentNode.getAttribute("aria-sort");

@@ -57,6 +57,11 @@ class Table:
     def cell(self, method: str, column: Column) -> Entry | None:
         return self.cells.get((method, column.key))
 
+    def row_value(self, method: str) -> str:
+        """The method's value of the track's per-method column (e.g. position-aware or not)."""
+        values = sorted({e.row_value for (m, _), e in self.cells.items() if m == method})
+        return "/".join(values)
+
     def best(self, metric: Metric, column: Column) -> set[str]:
         """Methods with the best finite value of ``metric`` in ``column`` (all of them on a tie)."""
         values = {m: e.values[metric.name][0] for m in self.methods

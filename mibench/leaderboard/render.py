@@ -61,8 +61,10 @@ def render_markdown(leaderboard: Leaderboard) -> str:
         out += [f"## {_md_text(_table_heading(table))}", ""]
         for metric in table.track.metrics:
             out += [f"### {metric.name} ({_direction(metric)})", "", f"{metric.description}. {BEST_NOTE}", ""]
-            out.append("| method | " + " | ".join(_md(c.label) for c in table.columns) + " |")
-            out.append("|:--|" + "--:|" * len(table.columns))
+            attribute = table.track.row_attribute
+            extra_head = f" {_md(attribute)} |" if attribute else ""
+            out.append("| method |" + extra_head + " " + " | ".join(_md(c.label) for c in table.columns) + " |")
+            out.append("|:--|" + (":--|" if attribute else "") + "--:|" * len(table.columns))
             for method in table.methods:
                 best_column = [method in table.best(metric, c) for c in table.columns]
                 cells = []
@@ -70,7 +72,8 @@ def render_markdown(leaderboard: Leaderboard) -> str:
                     entry = table.cell(method, column)
                     text = "" if entry is None else _value_text(entry, metric)
                     cells.append(f"**{text}**" if best else text)
-                out.append(f"| {_md(method)} | " + " | ".join(cells) + " |")
+                extra = f" {_md(table.row_value(method))} |" if attribute else ""
+                out.append(f"| {_md(method)} |{extra} " + " | ".join(cells) + " |")
             out.append("")
         out += ["Columns (every record in a column shares this comparability key):", ""]
         for column in table.columns:
@@ -118,15 +121,18 @@ def render_latex(leaderboard: Leaderboard) -> str:
         for metric in table.track.metrics:
             arrow = r"$\uparrow$" if metric.higher_is_better else r"$\downarrow$"
             out += [r"\begin{table}[t]", r"\centering", r"\small",
-                    r"\begin{tabular}{l" + "r" * len(table.columns) + "}", r"\toprule",
-                    "Method & " + " & ".join(_tex(c.label) for c in table.columns) + r" \\", r"\midrule"]
+                    r"\begin{tabular}{l" + ("l" if table.track.row_attribute else "") + "r" * len(table.columns) + "}",
+                    r"\toprule",
+                    "Method & " + (f"{_tex(table.track.row_attribute.capitalize())} & " if table.track.row_attribute
+                                   else "") + " & ".join(_tex(c.label) for c in table.columns) + r" \\", r"\midrule"]
             for method in table.methods:
                 cells = []
                 for column in table.columns:
                     entry = table.cell(method, column)
                     text = "" if entry is None else _value_text(entry, metric, r" $\pm$ ")
                     cells.append(rf"\textbf{{{text}}}" if method in table.best(metric, column) else text)
-                out.append(_tex(method) + " & " + " & ".join(cells) + r" \\")
+                extra = f"{_tex(table.row_value(method))} & " if table.track.row_attribute else ""
+                out.append(_tex(method) + " & " + extra + " & ".join(cells) + r" \\")
             out += [r"\bottomrule", r"\end{tabular}",
                     (rf"\caption{{{_tex(metric.name)} {arrow} ({_tex(_direction(metric))}). "
                      rf"{_tex(_table_heading(table))}.}}"),
@@ -135,8 +141,8 @@ def render_latex(leaderboard: Leaderboard) -> str:
 
 
 # -------------------------------------------------------------------------------------------------- CSV
-CSV_FIELDS = ("track", "table", "task", "model", "comparability_key", "method", "metric", "value", "stderr",
-              "higher_is_better", "best", "created", "record")
+CSV_FIELDS = ("track", "table", "task", "model", "comparability_key", "method", "positions", "metric", "value",
+              "stderr", "higher_is_better", "best", "created", "record")
 
 
 def render_csv(leaderboard: Leaderboard) -> str:
@@ -154,7 +160,7 @@ def render_csv(leaderboard: Leaderboard) -> str:
                         continue
                     value, stderr = entry.values[metric.name]
                     writer.writerow([table.track.name, table.title, column.task, column.model, column.key, method,
-                                     metric.name, repr(value), "" if stderr is None else repr(stderr),
+                                     entry.row_value if table.track.row_attribute else "", metric.name, repr(value), "" if stderr is None else repr(stderr),
                                      str(metric.higher_is_better).lower(), str(method in best).lower(),
                                      entry.created, entry.record])
     return buffer.getvalue()
@@ -227,11 +233,15 @@ def render_html(leaderboard: Leaderboard) -> str:
                     f'<p class="note">{_h(metric.description)}.</p>', '<div class="table-scroll">',
                     '<table class="sortable">', "<thead><tr>",
                     '<th scope="col"><button type="button">method</button></th>']
+            if table.track.row_attribute:
+                out.append(f'<th scope="col"><button type="button">{_h(table.track.row_attribute)}</button></th>')
             out += [f'<th scope="col" title="{_h(c.key)}"><button type="button">{_h(c.label)}</button></th>'
                     for c in table.columns]
             out += ["</tr></thead>", "<tbody>"]
             for method in table.methods:
                 row = [f"<tr><td>{_h(method)}</td>"]
+                if table.track.row_attribute:
+                    row.append(f"<td>{_h(table.row_value(method))}</td>")
                 for column in table.columns:
                     entry = table.cell(method, column)
                     if entry is None:

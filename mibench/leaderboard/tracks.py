@@ -42,6 +42,7 @@ class Entry:
     created: str
     plot: Path | None = None  # the record's faithfulness plot, if it has one
     reasons: list[str] = field(default_factory=list)  # why it is not ranked; empty: ranked
+    row_value: str = ""  # the track's per-method attribute (circuit track: "aware" / "invariant" positions)
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -58,6 +59,8 @@ class Track:
     read: Callable[[Path, str], Entry]
     #: what each record's plot shows (a heading over the plots of a table)
     plots_title: str = "Plots"
+    #: name of a per-method column shown beside the method (its value is each entry's ``row_value``)
+    row_attribute: str | None = None
 
 
 # -------------------------------------------------------------------------------------- circuit track
@@ -151,11 +154,12 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
         created=record.created,
         plot=_plot_path(path, record.artifacts.get("plot")),
         reasons=reasons,
+        row_value="aware" if method.position_aware else "invariant",
     )
 
 
 CIRCUIT_TRACK = Track(name="circuit", title="Circuit localization", metrics=(CPR, CMD), read=read_circuit_entry,
-                      plots_title="Faithfulness curves")
+                      plots_title="Faithfulness curves", row_attribute="positions")
 
 
 # --------------------------------------------------------------------------------------- causal track
