@@ -31,6 +31,7 @@ runs=(
     "--method nap --level node"
     "--method nap-ig --level node"
     "--method nap --level neuron"
+    "--method peap"
 )
 # causal track: every featurizer x (task, variable) the task cards declare (records and heatmaps only: the
 # trained featurizers are tens of MB per model and are reproduced by re-running)

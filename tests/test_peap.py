@@ -101,11 +101,12 @@ def _exact_crossing(runner, batch, spans, layer, head, kv, s_kv, s_q, ablated):
         return float(metric(head_edit=edit, watch_attention=watch) - metric())
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_crossing_scores_are_exact_where_the_metric_is_linear_in_the_head_output(family):
+@pytest.mark.parametrize("family, ablation", [("gpt2", "patching"), ("llama", "patching"), ("gpt2", "mean"),
+                                              ("llama", "zero")])
+def test_crossing_scores_are_exact_where_the_metric_is_linear_in_the_head_output(family, ablation):
     """Last layer, no final norm, its MLP silenced: the metric is linear in the head outputs, so the score
     equals exact patching (the attention pattern itself is recomputed exactly, not linearised)."""
-    from mibench.circuits.crossing import crossing_attribution, record_key_values
+    from mibench.circuits.crossing import crossing_attribution, mean_key_values, record_key_values
     from mibench.engine.residual import ResidualRunner
     from mibench.models.adapter import adapter_for
     from mibench.models.tiny import tiny_model
@@ -120,9 +121,16 @@ def test_crossing_scores_are_exact_where_the_metric_is_linear_in_the_head_output
             model.model.layers[1].mlp.down_proj.weight.zero_()
     runner = ResidualRunner(adapter_for(model))
     batch, spans = _tiny_batch()
-    scores = crossing_attribution(runner, batch, spans, 5)
+    reference = mean_key_values(runner, [(batch.cf_ids, batch.attention_mask)]) if ablation == "mean" else None
+    scores = crossing_attribution(runner, batch, spans, 5, ablation=ablation, reference=reference)
     assert scores.shape == (2, 4, 2, 5, 5) and (scores.tril() == 0).all()
-    ablated = record_key_values(runner, batch.cf_ids, batch.attention_mask)[1]
+    if ablation == "patching":
+        ablated = record_key_values(runner, batch.cf_ids, batch.attention_mask)[1]
+    elif ablation == "mean":
+        ablated = reference[1]
+    else:
+        k, v = record_key_values(runner, batch.clean_ids, batch.attention_mask)[1]
+        ablated = (torch.zeros_like(k), torch.zeros_like(v))
     checked = 0
     for head in range(4):
         for kv in (0, 1):
