@@ -134,7 +134,7 @@ def test_newcomer_flow_from_plugin_to_leaderboard(installed_plugin, tmp_path, ca
     ranked = table.split("## Not ranked")[0]
     rows = [line for line in ranked.splitlines() if line.startswith(f"| {method} |")]
     assert len(rows) == 2  # one row in the CPR table and one in the CMD table
-    for row in rows:  # a value in every (task, model) column
-        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
-        assert len(cells) == 4 and all(cells), row
+    for row in rows:  # position-invariant, and a value in every (task, model) column
+        positions, *cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        assert positions == "invariant" and len(cells) == 4 and all(cells), row
     assert main(["leaderboard", "build", "--records", str(records), "--out", str(site), "--check"]) == 0
