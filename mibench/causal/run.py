@@ -32,7 +32,7 @@ from mibench.results.causal_record import (
     causal_comparability_key,
 )
 from mibench.results.environment import git_commit, hardware, package_versions, python_version
-from mibench.results.record import EnvironmentInfo, ModelInfo, now, write_record
+from mibench.results.record import EnvironmentInfo, ModelInfo, now
 
 SCORER_VERSION = "1"
 CHECKER = "greedy: argmax predicts every label token (teacher forcing)"
@@ -83,7 +83,7 @@ def run_causal_evaluation(request: CausalRequest) -> CausalResult:
     from mibench.causal.method import Site, load_causal_method
     from mibench.causal.pairs import PairSet, build_pairs, filter_correct, own_answers
     from mibench.causal.storage import find_cards, load_interchange, save_interchange
-    from mibench.circuits.run import PhaseTimer, _progress, _safe, data_hash
+    from mibench.circuits.run import PhaseTimer, _progress, _safe, data_hash, finish_record
     from mibench.data.registry import get_card, load_task
     from mibench.engine.residual import ResidualRunner
     from mibench.models.loading import load_model
@@ -253,13 +253,9 @@ def run_causal_evaluation(request: CausalRequest) -> CausalResult:
         comparability_key=causal_comparability_key(task_info, model_info, scorer),
         leaderboard_eligible=not notes, eligibility_notes=notes,
     )
-    with timer.phase("plot"):
-        from mibench.causal.report import plot_heatmap
+    from mibench.causal.report import plot_heatmap
 
-        if plot_heatmap(record, folder / "iia_heatmap.png"):
-            record.artifacts["plot"] = "iia_heatmap.png"
-    record.timings.update(timer.seconds)
-    record_path = write_record(record, folder / "record.json")
+    record_path = finish_record(record, folder, timer, plot_heatmap, "iia_heatmap.png")
     return CausalResult(record, folder, record_path)
 
 

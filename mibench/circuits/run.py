@@ -281,14 +281,21 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
         comparability_key=comparability_key(task_info, model_info, scorer_info, level),
         leaderboard_eligible=not notes, eligibility_notes=notes,
     )
-    with timer.phase("plot"):
-        from mibench.circuits.report import plot_faithfulness
+    from mibench.circuits.report import plot_faithfulness
 
-        if plot_faithfulness(record, folder / "faithfulness.png"):
-            record.artifacts["plot"] = "faithfulness.png"
-    record.timings.update(timer.seconds)
-    record_path = write_record(record, folder / "record.json")
+    record_path = finish_record(record, folder, timer, plot_faithfulness, "faithfulness.png")
     return EvaluationResult(record, folder, record_path)
+
+
+def finish_record(record, folder: Path, timer: PhaseTimer, plot, plot_name: str) -> Path:
+    """Draw the record's plot beside it (timed, listed in ``artifacts`` when drawn), then write it atomically.
+
+    Shared by both tracks' runners; ``plot(record, path)`` returns False when matplotlib is missing."""
+    with timer.phase("plot"):
+        if plot(record, folder / plot_name):
+            record.artifacts["plot"] = plot_name
+    record.timings.update(timer.seconds)
+    return write_record(record, folder / "record.json")
 
 
 def _is_position_aware_file(path: Path) -> bool:
