@@ -117,6 +117,8 @@ def _report(result, table_format: str) -> int:
     print(f"\nrecord: {result.record_path}")
     if "plot" in result.record.artifacts:
         print(f"plot:   {result.folder / result.record.artifacts['plot']}")
+    if "roc_plot" in result.record.artifacts:
+        print(f"ROC:    {result.folder / result.record.artifacts['roc_plot']}")
     return 0
 
 

@@ -388,3 +388,24 @@ def test_position_aware_methods_share_the_table_with_a_column_saying_so(records,
     assert "| peap | aware | **0.900 ± 0.010** |" in markdown
     rows = list(csv.DictReader(io.StringIO((tmp_path / "site" / "leaderboard.csv").read_text())))
     assert {r["positions"] for r in rows if r["method"] == "peap"} == {"aware"}
+
+
+def test_records_with_a_known_circuit_also_rank_by_auroc(records, tmp_path):
+    from mibench.results.record import GroundTruthRecord
+
+    def truth(auroc, full):
+        return GroundTruthRecord(file="ground_truth/ioi.json", n_true=10, n_edges=100, auroc=auroc,
+                                 fpr=[0.0, 1.0], tpr=[0.0, 1.0], auroc_full=full, curve_fpr=[0, 1], curve_tpr=[0, 1])
+
+    for method, auroc, full in (("eap", 0.7, 0.8), ("exact", 0.95, 0.99)):
+        record = make_record(method, "ioi", "planted-ioi", cpr=0.5, cmd=0.2)
+        record.metrics = record.metrics.model_copy(update={"ground_truth": truth(auroc, full)})
+        save(records, record)
+    board = build_leaderboard(records, tmp_path / "site").leaderboard
+    tables = {t.track.name: t for t in board.tables}
+    auroc_table = tables["ground_truth"]
+    assert auroc_table.methods == ["eap", "exact"] and [c.label for c in auroc_table.columns] == ["ioi / planted-ioi"]
+    assert auroc_table.best(auroc_table.track.metrics[0], auroc_table.columns[0]) == {"exact"}
+    assert {"eap", "exact"} <= set(tables["circuit"].methods)  # the same records still rank by CPR/CMD
+    markdown = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert "## Circuit localization against known circuits" in markdown and "| exact | invariant | **0.950** |" in markdown

@@ -36,6 +36,8 @@ def summary_table(record: CircuitRecord, table_format: str = "simple") -> str:
 
         f = np.asarray(m.baseline.faithfulness)
         row["random CPR / CMD"] = f"{float(cpr(f)):.3f} / {float(cmd(f)):.3f}"
+    if m.ground_truth is not None:
+        row["AUROC ↑ (10 sizes / all)"] = f"{m.ground_truth.auroc:.3f} / {m.ground_truth.auroc_full:.3f}"
     row["time (s)"] = f"{sum(record.timings.values()):.1f}"
     return tabulate([row], headers="keys", tablefmt=table_format)
 
@@ -89,6 +91,37 @@ def plot_faithfulness(record: CircuitRecord, path: str | Path) -> bool:
     ax.set_ylabel("faithfulness")
     ax.set_title(f"{record.task.id} · {Path(record.model.id).name} · {record.task.split}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True
+
+
+def plot_roc(record: CircuitRecord, path: str | Path) -> bool:
+    """The ROC of the method's edge scores against the model's known circuit: the full curve, and MIB's ten
+    size points. False when matplotlib is missing or the record has no ground truth."""
+    truth = record.metrics.ground_truth
+    if truth is None:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    from mibench.io_utils import atomic_path
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.4), dpi=120)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="chance")
+    ax.plot(truth.curve_fpr, truth.curve_tpr, label=f"all thresholds (AUROC {truth.auroc_full:.2f})")
+    ax.plot(truth.fpr, truth.tpr, marker="o", label=f"ten sizes, MIB (AUROC {truth.auroc:.2f})")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"{record.method.id} · {record.task.id} · {Path(record.model.id).name}\n"
+                 f"{truth.n_true} of {truth.n_edges} edges are the known circuit", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -21,11 +21,13 @@ from typing import Any
 from mibench import __version__
 from mibench.errors import MibenchError
 from mibench.results.environment import git_commit, hardware, package_versions, python_version
+from mibench.circuits.ground_truth import GROUND_TRUTH_DIR, ground_truth_path
 from mibench.results.record import (
     CircuitMetrics,
     CircuitRecord,
     CurveRecord,
     EnvironmentInfo,
+    GroundTruthRecord,
     MethodInfo,
     ModelInfo,
     ScorerInfo,
@@ -266,11 +268,21 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
     def curve(c) -> CurveRecord | None:
         return None if c is None else CurveRecord(**vars(c))
 
+    ground_truth = None
+    truth_file = ground_truth_path(request.model, card.id)
+    if truth_file is not None and not position_aware and request.circuit_files is None and level == "edge":
+        from mibench.circuits.auroc import summarise_roc
+        from mibench.circuits.selection import circuits_at_sizes
+
+        truth = load_circuit(truth_file, layout=layout)
+        roc = summarise_roc(circuits_at_sizes(graph, absolute=True), graph.edge_scores, truth)
+        ground_truth = GroundTruthRecord(file=f"{GROUND_TRUTH_DIR}/{truth_file.name}", **vars(roc))
+
     metrics = CircuitMetrics(
         cpr=score.cpr, cpr_stderr=_finite(score.cpr_stderr), cmd=score.cmd, cmd_stderr=_finite(score.cmd_stderr),
         full_logit_difference=score.full_logit_difference, empty_logit_difference=score.empty_logit_difference,
         n_items=score.n_items, signed=curve(score.signed), absolute=curve(score.absolute),
-        baseline=curve(score.baseline),
+        baseline=curve(score.baseline), ground_truth=ground_truth,
     )
     record = CircuitRecord(
         created=now(), invocation=request.invocation,
@@ -281,8 +293,10 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
         comparability_key=comparability_key(task_info, model_info, scorer_info, level),
         leaderboard_eligible=not notes, eligibility_notes=notes,
     )
-    from mibench.circuits.report import plot_faithfulness
+    from mibench.circuits.report import plot_faithfulness, plot_roc
 
+    if ground_truth is not None and plot_roc(record, folder / "roc.png"):
+        record.artifacts["roc_plot"] = "roc.png"
     record_path = finish_record(record, folder, timer, plot_faithfulness, "faithfulness.png")
     return EvaluationResult(record, folder, record_path)
 

@@ -145,6 +145,12 @@ def _read_entries(records_dir: Path) -> tuple[list[Entry], list[tuple[str, str]]
             entries.append(track.read(path, rel))
         except MibenchError as exc:
             unreadable.append((rel, str(exc).removeprefix(f"{rel}: ")))
+            continue
+        for derived in TRACKS.values():  # tables drawn from this track's records (AUROC of known circuits)
+            if derived.source == track.name:
+                entry = derived.read(path, rel)
+                if entry is not None and not entry.reasons:  # an unrankable record is listed once, by its track
+                    entries.append(entry)
     return entries, unreadable, skipped
 
 

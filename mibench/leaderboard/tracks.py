@@ -55,12 +55,15 @@ class Track:
     name: str
     title: str
     metrics: tuple[Metric, ...]
-    #: (record file, path relative to the records folder) -> entry; raises MibenchError for an invalid record
-    read: Callable[[Path, str], Entry]
+    #: (record file, path relative to the records folder) -> entry, or None when the record has nothing for this
+    #: table; raises MibenchError for an invalid record
+    read: Callable[[Path, str], Entry | None]
     #: what each record's plot shows (a heading over the plots of a table)
     plots_title: str = "Plots"
     #: name of a per-method column shown beside the method (its value is each entry's ``row_value``)
     row_attribute: str | None = None
+    #: a table drawn from another track's records (e.g. AUROC from circuit records with a known circuit)
+    source: str | None = None
 
 
 # -------------------------------------------------------------------------------------- circuit track
@@ -162,6 +165,46 @@ CIRCUIT_TRACK = Track(name="circuit", title="Circuit localization", metrics=(CPR
                       plots_title="Faithfulness curves", row_attribute="positions")
 
 
+# ------------------------------------------------------------------------------ known circuits (AUROC)
+AUROC = Metric("AUROC", True, "MIB's AUROC against the model's known circuit: trapezoid over the (FPR, TPR) points "
+               "of the ten absolute-ranking circuits")
+AUROC_FULL = Metric("AUROC (all thresholds)", True, "area under the ROC of every threshold on |score| (the "
+                    "probability that a known-circuit edge outscores another edge)")
+
+
+def read_ground_truth_entry(path: Path, rel: str) -> Entry | None:
+    """A circuit record's AUROC, when its model ships a known circuit for the task (planted-circuit models)."""
+    entry = read_circuit_entry(path, rel)
+    from mibench.results.record import read_record
+
+    truth = _read(read_record, path, rel).metrics.ground_truth
+    if truth is None:
+        return None
+    entry.track = "ground_truth"
+    entry.values = {AUROC.name: (truth.auroc, None), AUROC_FULL.name: (truth.auroc_full, None)}
+    entry.group = ("auroc", *entry.group)
+    entry.group_title = f"known circuits, {entry.group_title}"
+    roc = record_artifact(path, "roc_plot")
+    entry.plot = roc
+    return entry
+
+
+def record_artifact(record_file: Path, key: str) -> Path | None:
+    """A named artifact beside a record (``artifacts[key]``), if it is a PNG inside the record's folder."""
+    import json
+
+    try:
+        artifacts = json.loads(record_file.read_text(encoding="utf-8")).get("artifacts", {})
+    except (OSError, ValueError):
+        return None
+    return _plot_path(record_file, artifacts.get(key) if isinstance(artifacts, dict) else None)
+
+
+GROUND_TRUTH_TRACK = Track(name="ground_truth", title="Circuit localization against known circuits",
+                           metrics=(AUROC, AUROC_FULL), read=read_ground_truth_entry, plots_title="ROC curves",
+                           row_attribute="positions", source="circuit")
+
+
 # --------------------------------------------------------------------------------------- causal track
 IIA_AVERAGE = Metric("IIA average", True, "interchange intervention accuracy: per layer the best token position, "
                      "averaged over layers (n/a unless every layer was scored)")
@@ -201,7 +244,8 @@ CAUSAL_TRACK = Track(name="causal", title="Causal variable localization", metric
                      read=read_causal_entry, plots_title="IIA heatmaps (layer x token position)")
 
 #: Tracks with a leaderboard table, by the value of a record's ``track`` field.
-TRACKS: dict[str, Track] = {CIRCUIT_TRACK.name: CIRCUIT_TRACK, CAUSAL_TRACK.name: CAUSAL_TRACK}
+TRACKS: dict[str, Track] = {CIRCUIT_TRACK.name: CIRCUIT_TRACK, CAUSAL_TRACK.name: CAUSAL_TRACK,
+                            GROUND_TRUTH_TRACK.name: GROUND_TRUTH_TRACK}
 
 
 def register_track(track: Track) -> None:

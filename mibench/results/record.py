@@ -90,6 +90,20 @@ class CurveRecord(_Strict):
     mean_logit_difference: list[float]
 
 
+class GroundTruthRecord(_Strict):
+    """The method's edge scores against the model's known circuit (planted-circuit models)."""
+
+    file: str  # the ground-truth circuit, relative to the model folder
+    n_true: int  # edges in the ground truth
+    n_edges: int
+    auroc: float  # MIB's: trapezoid over the ten sizes' (FPR, TPR) points (absolute ranking)
+    fpr: list[float]
+    tpr: list[float]
+    auroc_full: float  # from every threshold on |score|
+    curve_fpr: list[float]
+    curve_tpr: list[float]
+
+
 class CircuitMetrics(_Strict):
     cpr: float
     cpr_stderr: float | None
@@ -101,6 +115,7 @@ class CircuitMetrics(_Strict):
     signed: CurveRecord
     absolute: CurveRecord
     baseline: CurveRecord | None = None
+    ground_truth: GroundTruthRecord | None = None
 
 
 class CircuitRecord(_Strict):

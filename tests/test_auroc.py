@@ -1,0 +1,95 @@
+"""AUROC against a known circuit: hand-computed points, the Mann-Whitney area, and the limiting cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mibench.circuits.auroc import auroc_at_sizes, confusion, roc_curve, summarise_roc
+from mibench.circuits.selection import circuits_at_sizes
+from mibench.graph import Graph, GraphLayout
+
+LAYOUT = GraphLayout(n_layers=2, n_heads=2, d_model=8)
+
+
+def _truth(seed: int = 0, fraction: float = 0.2) -> Graph:
+    g = torch.Generator().manual_seed(seed)
+    truth = Graph(LAYOUT)
+    truth.edges_in_graph = (torch.rand(truth.edge_scores.shape, generator=g) < fraction) & truth.real_edge_mask
+    return truth
+
+
+def test_roc_area_is_the_probability_a_true_edge_outscores_another():
+    truth = _truth()
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(truth.edge_scores.shape, generator=g)
+    auc, fpr, tpr = roc_curve(scores, truth)
+    real = truth.real_edge_mask
+    pos = scores[real & truth.edges_in_graph].abs()
+    neg = scores[real & ~truth.edges_in_graph].abs()
+    pairwise = ((pos[:, None] > neg[None, :]).double() + 0.5 * (pos[:, None] == neg[None, :]).double()).mean()
+    assert auc == pytest.approx(float(pairwise), abs=1e-12)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1 and (np.diff(fpr) >= 0).all()
+    assert auc == pytest.approx(float(np.trapezoid(tpr, fpr)), abs=1e-12)  # no ties: the curve's area
+
+
+def test_perfect_inverted_and_tied_scores():
+    truth = _truth(2)
+    perfect = truth.edges_in_graph.float() + 0.1
+    assert roc_curve(perfect, truth)[0] == 1.0
+    assert roc_curve(1.1 - perfect, truth)[0] == 0.0
+    assert roc_curve(torch.ones_like(perfect), truth)[0] == 0.5  # all tied: chance
+
+
+def test_mib_auroc_from_the_ten_sizes_by_hand():
+    truth = _truth(3)
+    scores = Graph(LAYOUT)
+    index = torch.arange(scores.edge_scores.numel()).view_as(scores.edge_scores) / scores.edge_scores.numel()
+    scores.edge_scores = truth.edges_in_graph.float() + 0.01 * index  # true edges rank first
+    circuits = circuits_at_sizes(scores, absolute=True)
+    area, fpr, tpr = auroc_at_sizes(circuits, truth)
+    assert fpr[-1] == 1.0 and tpr[-1] == 1.0
+    by_hand = 0.0
+    for i in range(1, len(fpr)):
+        by_hand += (fpr[i] - fpr[i - 1]) * (tpr[i] + tpr[i - 1]) / 2
+    assert area == pytest.approx(by_hand)
+    tp, fp, fn, tn = confusion(circuits[-1], truth)
+    assert fn == 0 and tn == 0 and tp + fp == truth.n_edges
+    summary = summarise_roc(circuits, scores.edge_scores, truth)
+    assert summary.n_true == int(truth.edges_in_graph.sum()) and len(summary.curve_fpr) <= 200
+    assert 0.0 <= summary.auroc <= 1.0 and 0.0 <= summary.auroc_full <= 1.0
+
+
+def test_evaluate_reports_auroc_when_the_model_ships_its_circuit(random_task_model, tmp_path, capsys):
+    import shutil
+
+    from mibench.cli import main
+    from mibench.graph.io import save_json
+    from mibench.models.loading import load_model
+    from mibench.results.record import read_record
+
+    folder = tmp_path / "planted"
+    shutil.copytree(random_task_model, folder)
+    layout = load_model(folder).adapter.layout
+    truth = Graph(layout)
+    truth.edges_in_graph[:, layout.logits_backward_index] = True  # every edge into the logits
+    truth.edges_in_graph &= truth.real_edge_mask
+    (folder / "ground_truth").mkdir()
+    save_json(truth, folder / "ground_truth" / "ioi.json")
+    args = ["--task", "ioi", "--model", str(folder), "--limit", "16", "--attribution-examples", "8",
+            "--bootstrap", "20", "--quiet", "--output-dir", str(tmp_path / "runs")]
+    assert main(["evaluate", "--method", "eap", *args]) == 0
+    assert "AUROC" in capsys.readouterr().out
+    (record_file,) = (tmp_path / "runs").rglob("record.json")
+    record = read_record(record_file)
+    gt = record.metrics.ground_truth
+    assert gt is not None and gt.file == "ground_truth/ioi.json" and gt.n_true == layout.n_forward
+    assert 0 <= gt.auroc <= 1 and 0 <= gt.auroc_full <= 1 and len(gt.fpr) == 10
+    assert (record_file.parent / "roc.png").stat().st_size > 1000 and record.artifacts["roc_plot"] == "roc.png"
+    assert main(["evaluate", "--method", "random", *args[:-1], str(tmp_path / "other")]) == 0
+    (random_record,) = (tmp_path / "other").rglob("record.json")
+    assert abs(read_record(random_record).metrics.ground_truth.auroc_full - 0.5) < 0.25  # chance, roughly
+    assert main(["evaluate", "--method", "eap", "--task", "mcqa", *args[2:-1], str(tmp_path / "mcqa")]) == 0
+    (mcqa_record,) = (tmp_path / "mcqa").rglob("record.json")
+    assert read_record(mcqa_record).metrics.ground_truth is None  # no ground truth for that task
