@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Re-run every built-in method on every procedural task on the embedded models, then rebuild the tables.
 # Records land in leaderboard/records/<task>/<model>/<run>/ (record.json plus the run's plot and files).
-# Usage: bash leaderboard/publish.sh [--track circuit|causal|all] [model ...]
-#   (default: both tracks, every embedded zoo model)
+# Usage: bash leaderboard/publish.sh [--track circuit|causal|planted|all] [model ...]
+#   (default: every track, every embedded zoo model; "planted" runs every circuit method on every
+#   planted-circuit model, on the task whose circuit it ships, for the known-circuits section)
 # Runs one job at a time on purpose: concurrent torch jobs on a small CPU distort every timing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,7 +13,7 @@ if [[ "${1:-}" == "--track" ]]; then
     track="$2"
     shift 2
 fi
-case "$track" in circuit|causal|all) ;; *) echo "publish.sh: --track circuit|causal|all" >&2; exit 2 ;; esac
+case "$track" in circuit|causal|planted|all) ;; *) echo "publish.sh: --track circuit|causal|planted|all" >&2; exit 2 ;; esac
 models=("$@")
 if [[ ${#models[@]} -eq 0 ]]; then
     mapfile -t models < <(python -c "from mibench.zoo.catalog import list_models; print('\n'.join(m.name for m in list_models()))")
@@ -43,6 +44,7 @@ cells=(
 featurizers=(full-vector das dbm pca dbm-pca sae dbm-sae)
 
 for model in "${models[@]}"; do
+    [[ "$track" == planted ]] && break
     if [[ "$track" != causal ]]; then
         for task in "${tasks[@]}"; do
             for run in "${runs[@]}"; do
@@ -65,4 +67,20 @@ for model in "${models[@]}"; do
         done
     fi
 done
+# known circuits: every circuit method on each planted model's own task (its ground truth's counterfactual is
+# the default there, and the records carry AUROC)
+if [[ "$track" == planted || "$track" == all ]]; then
+    mapfile -t planted < <(python -c "from mibench.zoo.catalog import list_planted
+for m in list_planted():
+    for task in m.known_circuits: print(m.name, task)")
+    for entry in "${planted[@]}"; do
+        read -r model task <<<"$entry"
+        for run in "${runs[@]}"; do
+            echo "== $model $task $run"
+            # shellcheck disable=SC2086
+            mibench evaluate $run --task "$task" --model "$model" --output-dir leaderboard/records --quiet \
+                --format plain | tail -n 4
+        done
+    done
+fi
 mibench leaderboard build

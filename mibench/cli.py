@@ -105,13 +105,15 @@ def _list_zoo_models(args: argparse.Namespace) -> None:
     from tabulate import tabulate
 
     from mibench.graph.layout import GraphLayout
-    from mibench.zoo.catalog import DEFAULT_MODEL, list_models
+    from mibench.zoo.catalog import DEFAULT_MODEL, list_models, list_planted
 
     rows = []
-    for model in list_models():
+    for model in [*list_models(), *list_planted()]:
         layout = GraphLayout(n_layers=model.layers, n_heads=model.heads, d_model=model.width)
         accuracy = ", ".join(f"{task} {value:.3f}" for task, value in model.test_accuracy().items())
         name = model.name + (" (default)" if model.name == DEFAULT_MODEL else "")
+        if model.planted:
+            name += f" (planted circuit: {', '.join(model.known_circuits) or '?'})"
         shape = f"L{model.layers} H{model.heads}" + (f"/KV{model.kv_heads}" if model.kv_heads != model.heads else "")
         rows.append([name, model.family, f"{shape} d{model.width}", f"{model.parameters:,}",
                      f"{model.size_bytes / 1e6:.1f} MB", layout.n_edges, accuracy])

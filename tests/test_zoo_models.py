@@ -16,9 +16,9 @@ from mibench.data.registry import load_task
 from mibench.data.tokenization import answer_token, encode
 from mibench.engine import PatchingEngine
 from mibench.models.loading import load_model
-from mibench.zoo.catalog import DEFAULT_MODEL, ZOO_DIR, is_zoo_model, list_models, model_names, model_path, zoo_model
+from mibench.zoo.catalog import DEFAULT_MODEL, ZOO_DIR, is_zoo_model, list_models, model_path, zoo_model
 
-ZOO = model_names()
+ZOO = [model.name for model in list_models()]  # the task-suite models (planted ones: test_planted.py)
 TASKS = ("ioi", "arithmetic_addition", "arithmetic_subtraction", "mcqa", "induction")
 #: Test examples scored per task (subtraction's test split holds 200); enough to resolve 95 % well.
 EXAMPLES = 300

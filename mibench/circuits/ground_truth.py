@@ -6,6 +6,7 @@ for any method without being told; any local model folder laid out the same way 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 GROUND_TRUTH_DIR = "ground_truth"
@@ -35,3 +36,22 @@ def ground_truth_tasks(model: str) -> list[str]:
     if folder is None or not (folder / GROUND_TRUTH_DIR).is_dir():
         return []
     return sorted(p.stem for p in (folder / GROUND_TRUTH_DIR).glob("*.json"))
+
+
+def ground_truth_counterfactual(model: str, task: str) -> str | None:
+    """The counterfactual kind a known circuit is defined under, when the model's card names one.
+
+    A circuit found by patching depends on the counterfactual: an edge whose sender is the same in a prompt and
+    its counterfactual is never needed. A planted model's card (``zoo_card.json``: ``ground_truth.<task>.
+    counterfactual``) names the kind under which every ground-truth edge carries information, and evaluation
+    defaults to it.
+    """
+    entry = model_card(model).get("ground_truth", {}).get(task, {})
+    return entry.get("counterfactual") if isinstance(entry, dict) else None
+
+
+def model_card(model: str) -> dict:
+    """A zoo-style model folder's ``zoo_card.json`` ({} for a hub id or a folder without one)."""
+    folder = model_folder(model)
+    card = folder / "zoo_card.json" if folder is not None else None
+    return json.loads(card.read_text()) if card is not None and card.is_file() else {}

@@ -21,7 +21,7 @@ from typing import Any
 from mibench import __version__
 from mibench.errors import MibenchError
 from mibench.results.environment import git_commit, hardware, package_versions, python_version
-from mibench.circuits.ground_truth import GROUND_TRUTH_DIR, ground_truth_path
+from mibench.circuits.ground_truth import GROUND_TRUTH_DIR, ground_truth_counterfactual, ground_truth_path
 from mibench.results.record import (
     CircuitMetrics,
     CircuitRecord,
@@ -130,7 +130,9 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
 
     timer = PhaseTimer()
     card = get_card(request.task)
-    counterfactual = request.counterfactual or card.default_counterfactual
+    # A known circuit is defined under one counterfactual (see ground_truth_counterfactual); use it unless told.
+    counterfactual = (request.counterfactual or ground_truth_counterfactual(request.model, card.id)
+                      or card.default_counterfactual)
     if counterfactual not in card.counterfactuals:
         raise MibenchError(f"task {card.id!r} has no counterfactual {counterfactual!r} "
                            f"(it has {', '.join(card.counterfactuals)})")

@@ -19,6 +19,8 @@ from typing import Any
 
 #: Where the zoo's model folders live inside the installed package.
 ZOO_DIR = Path(__file__).resolve().parent / "models"
+#: Planted-circuit models (trained by :mod:`mibench.zoo.planted`; each ships ``ground_truth/<task>.json``).
+PLANTED_DIR = Path(__file__).resolve().parent / "known_circuits"
 #: The GPT-2-architecture zoo model, used where a command needs a model and none is given.
 DEFAULT_MODEL = "gpt2-tasks"
 CARD_FILE = "zoo_card.json"
@@ -52,6 +54,17 @@ class ZooModel:
     @property
     def tasks(self) -> list[str]:
         return sorted(self.accuracy)
+
+    @property
+    def planted(self) -> bool:
+        """A planted-circuit model: trained so that a known circuit implements its task."""
+        return bool(self.card.get("planted"))
+
+    @property
+    def known_circuits(self) -> list[str]:
+        """Tasks whose ground-truth circuit ships in the model folder (``ground_truth/<task>.json``)."""
+        folder = self.path / "ground_truth"
+        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
     def test_accuracy(self) -> dict[str, float]:
         """Test-split accuracy per task, as recorded in ``zoo_card.json``."""
@@ -104,16 +117,29 @@ def _read(folder: Path) -> ZooModel:
     )
 
 
-def model_names() -> list[str]:
-    """Names of the shipped zoo models (folders holding a ``zoo_card.json``), sorted."""
-    if not ZOO_DIR.is_dir():
+def _names_in(root: Path) -> list[str]:
+    if not root.is_dir():
         return []
-    return sorted(d.name for d in ZOO_DIR.iterdir() if (d / CARD_FILE).is_file() and (d / "config.json").is_file())
+    return sorted(d.name for d in root.iterdir() if (d / CARD_FILE).is_file() and (d / "config.json").is_file())
+
+
+def _folder_of(name: str) -> Path:
+    return (PLANTED_DIR if name in _names_in(PLANTED_DIR) else ZOO_DIR) / name
+
+
+def model_names() -> list[str]:
+    """Names of every shipped model, task-suite and planted (folders holding a ``zoo_card.json``), sorted."""
+    return sorted({*_names_in(ZOO_DIR), *_names_in(PLANTED_DIR)})
 
 
 def list_models() -> list[ZooModel]:
-    """Every shipped zoo model with its catalog entry, sorted by name."""
-    return [_read(ZOO_DIR / name) for name in model_names()]
+    """The task-suite models (trained on every procedural task), sorted by name."""
+    return [_read(ZOO_DIR / name) for name in _names_in(ZOO_DIR)]
+
+
+def list_planted() -> list[ZooModel]:
+    """The planted-circuit models, sorted by name."""
+    return [_read(PLANTED_DIR / name) for name in _names_in(PLANTED_DIR)]
 
 
 def is_zoo_model(name: str) -> bool:
@@ -125,7 +151,7 @@ def zoo_model(name: str) -> ZooModel:
     """The catalog entry of a zoo model; raises :class:`UnknownZooModel` naming the available ones."""
     if not is_zoo_model(name):
         raise UnknownZooModel(f"{name!r} is not an embedded zoo model (available: {', '.join(model_names()) or 'none'})")
-    return _read(ZOO_DIR / name)
+    return _read(_folder_of(name))
 
 
 def model_path(name: str) -> Path:

@@ -1,0 +1,263 @@
+"""Planted-circuit models: the training losses against independent oracles, and the shipped models' proofs.
+
+The shipped models' tests recompute everything from the weights (accuracy, circuit-only logit difference,
+ablation losses, output norms); nothing is read from their cards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from mibench.zoo.planted import ADDITION_DESIGN, DESIGNS, MCQA_DESIGN, Interchange, Trainer, _batch, _draw, node_group
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from mibench.models.loading import tokenizer_from
+    from mibench.zoo.catalog import model_path
+
+    return tokenizer_from(str(model_path("gpt2-tasks")))
+
+
+@pytest.fixture(scope="module")
+def trainer(tokenizer):
+    """A fresh (untrained) MCQA trainer, small enough for exact comparisons in milliseconds."""
+    design = dataclasses.replace(MCQA_DESIGN, layers=2, heads=2, width=32, interchanges=(
+        *MCQA_DESIGN.interchanges, Interchange("answer_pointer", "m0", ("answerPosition",))))
+    return Trainer(design, tokenizer, seed=0)
+
+
+@pytest.fixture(scope="module")
+def batch(trainer, tokenizer):
+    import random
+
+    return _batch(_draw(trainer.task, random.Random(1), 6), trainer.design.strict_kinds, tokenizer)
+
+
+def test_every_design_names_real_edges_and_nodes(tokenizer):
+    from mibench.graph.graph import Graph
+    from mibench.graph.layout import GraphLayout
+
+    for design in DESIGNS.values():
+        layout = GraphLayout(n_layers=design.layers, n_heads=design.heads, d_model=design.width)
+        graph = Graph(layout)
+        for edge in (*design.circuit_edges, *design.training_only_edges):
+            assert bool(graph.real_edge_mask[graph.edge_index(edge)]), (design.name, edge)
+        assert not set(design.circuit_edges) & set(design.training_only_edges)
+        assert design.counterfactual in design.strict_kinds
+        for spec in design.interchanges:
+            assert spec.node in design.circuit_nodes, (design.name, spec.node)
+
+
+def test_node_group_is_the_engines_forward_order(trainer):
+    names = trainer.layout.forward_names
+    for node in names[1:]:
+        group_index, unit = node_group(trainer.layout, node)
+        group = trainer.engine.groups[group_index]
+        assert group.start + unit == names.index(node)
+
+
+def test_strict_loss_with_every_edge_kept_is_the_behaviour_loss(trainer, batch):
+    kind = trainer.design.counterfactual
+    assert trainer.strict(batch, kind, keep_probability=1.0).item() == pytest.approx(trainer.behaviour(batch).item(),
+                                                                                      abs=1e-5)
+    assert trainer.strict(batch, kind, keep_probability=0.0).item() != pytest.approx(trainer.behaviour(batch).item(),
+                                                                                      abs=1e-3)
+
+
+def test_strict_loss_trains_the_weights_through_the_ablation(trainer, batch):
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.strict(batch, trainer.design.counterfactual, keep_probability=0.5).backward()
+    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    trainer.model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("node", ["a0.h1", "m0", "a1.h0"])
+def test_interchange_equals_patching_every_edge_out_of_the_node(trainer, batch, node):
+    """Swapping a node's output (all positions) is exactly MIB's patching of all of its outgoing edges."""
+    from mibench.engine.ablation import Ablation
+    from mibench.engine.masks import CircuitMask
+
+    kind = "answerPosition"
+    (pointer,) = [spec for spec in trainer.design.interchanges if spec.variable == "answer_pointer"]
+    spec = dataclasses.replace(pointer, node=node)
+    with torch.no_grad():
+        swapped, labels = trainer._interchanged_logits(batch, spec, kind)
+        names = trainer.layout.forward_names
+        keep = torch.ones(trainer.layout.n_forward, trainer.layout.n_backward)
+        keep[names.index(node)] = 0
+        ablation = Ablation.patching(trainer.engine, batch.cf[kind], batch.mask)
+        patched = trainer._logits(batch, mask=CircuitMask(keep), ablation=ablation)
+    torch.testing.assert_close(swapped, patched, atol=1e-5, rtol=1e-5)
+    # answer_pointer interchange from the answerPosition counterfactual: the base's letter at the source's slot
+    for example, label in zip(batch.examples, labels.tolist()):
+        source = example.counterfactual(kind).variables
+        expected = " " + example.variables["symbols"][source["answer_pointer"]]
+        assert trainer.tokenizer.decode([label]).strip() == expected.strip()
+
+
+def test_ioi_giver_label_fixes_the_subject_to_the_sources():
+    from mibench.errors import MibenchError
+    from mibench.zoo.planted import subject_label
+
+    base = {"names": ["Mary", "John"], "giver": "John"}
+    assert subject_label(base, {"giver": "Mary"}) == " John"
+    assert subject_label(base, {"giver": "John"}) == " Mary"
+    with pytest.raises(MibenchError, match="must be one of"):
+        subject_label(base, {"giver": "Anne"})
+
+
+def test_training_writes_a_loadable_model_with_its_ground_truth(tmp_path, capsys):
+    """Two SIIT steps of a tiny design: the folder is an HF model, the truth is MIB JSON, the card names its
+    counterfactual, and ``evaluate`` on the folder picks the counterfactual and reports AUROC."""
+    import json
+
+    from mibench.circuits.ground_truth import ground_truth_counterfactual, ground_truth_path
+    from mibench.cli import main
+    from mibench.graph.io import load_circuit
+    from mibench.models.loading import load_model
+    from mibench.results.record import read_record
+    from mibench.zoo import planted
+
+    tiny = dataclasses.replace(ADDITION_DESIGN, name="tiny-addition", width=32)
+    planted.DESIGNS[tiny.name] = tiny
+    try:
+        out = tmp_path / "tiny"
+        card = planted.train(planted.parse_args(["--design", tiny.name, "--steps", "3", "--warmup-steps", "1",
+                                                 "--eval-every", "2", "--val-examples", "8", "--batch-size", "4",
+                                                 "--out", str(out)]))
+    finally:
+        del planted.DESIGNS[tiny.name]
+    assert card["steps"] == 3 and "iit" in card["history"][-1]["loss"] and "strict" in card["history"][-1]["loss"]
+    loaded = load_model(out)
+    truth = load_circuit(ground_truth_path(str(out), tiny.task), layout=loaded.adapter.layout)
+    assert sorted(truth.edge_name(f, b) for f, b in truth.edges_in_graph.nonzero().tolist()) == sorted(
+        tiny.circuit_edges)
+    assert ground_truth_counterfactual(str(out), tiny.task) == tiny.counterfactual == "random"
+    zoo_card = json.loads((out / "zoo_card.json").read_text())
+    assert zoo_card["planted"] and zoo_card["planted_circuit"]["circuit_edges"] == list(tiny.circuit_edges)
+    capsys.readouterr()
+    assert main(["evaluate", "--method", "eap", "--task", tiny.task, "--model", str(out), "--limit", "8",
+                 "--attribution-examples", "8", "--bootstrap", "10", "--quiet",
+                 "--output-dir", str(tmp_path / "runs")]) == 0
+    assert "AUROC" in capsys.readouterr().out
+    (record_file,) = (tmp_path / "runs").rglob("record.json")
+    record = read_record(record_file)
+    assert record.task.counterfactual == "random" and record.metrics.ground_truth.n_true == len(tiny.circuit_edges)
+
+
+def test_strict_loss_reaches_non_circuit_weights_through_the_counterfactual_run(trainer, batch):
+    """With every non-circuit edge ablated, m1 (outside the circuit) only acts through the counterfactual run's
+    activations; the term must still train it, or it could never learn to carry nothing."""
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.strict(batch, trainer.design.counterfactual, keep_probability=0.0).backward()
+    mlp = trainer.model.transformer.h[1].mlp
+    assert mlp.c_fc.weight.grad is not None and float(mlp.c_fc.weight.grad.abs().sum()) > 0
+    trainer.model.zero_grad(set_to_none=True)
+
+
+# ------------------------------------------------------------------------------- the shipped planted models
+def _planted_names() -> list[str]:
+    from mibench.zoo.catalog import list_planted
+
+    return [model.name for model in list_planted()]
+
+
+@pytest.fixture(scope="module", params=_planted_names())
+def planted_checks(request):
+    """Every proof of one shipped model, recomputed from its weights on 200 test examples."""
+    from mibench.zoo.catalog import zoo_model
+    from mibench.zoo.planted import ground_truth_checks
+
+    (task,) = zoo_model(request.param).known_circuits
+    return ground_truth_checks(request.param, task, n_examples=200)
+
+
+def test_planted_models_ship_one_per_task_and_are_marked_in_listings(capsys):
+    from mibench.cli import main
+    from mibench.zoo.catalog import list_models, list_planted, model_names
+
+    planted = list_planted()
+    assert "planted-addition" in {m.name for m in planted}
+    assert all(len(m.known_circuits) == 1 for m in planted)
+    assert all(m.planted and m.name in model_names() for m in planted)
+    assert not any(m.planted for m in list_models())  # the task-suite listing (and publish.sh) stays apart
+    assert main(["ls", "models"]) == 0
+    out = capsys.readouterr().out
+    for model in planted:
+        assert f"{model.name} (planted circuit: {model.known_circuits[0]})" in out
+
+
+def test_planted_model_solves_its_task(planted_checks):
+    for kind, accuracy in planted_checks["full_accuracy"].items():
+        assert accuracy >= 0.95, (planted_checks["model"], kind)
+
+
+def test_the_circuit_alone_keeps_the_logit_difference(planted_checks):
+    """Every edge outside the ground truth ablated with counterfactual activations: >= 95% of the logit
+    difference, under the ground truth's counterfactual and the other kinds it was trained on."""
+    for kind, kept in planted_checks["circuit_only_fraction"].items():
+        assert kept >= 0.95, (planted_checks["model"], kind, kept)
+    own = planted_checks["counterfactual"]
+    assert planted_checks["circuit_only_accuracy"][own] >= 0.95
+
+
+def test_every_circuit_node_and_edge_is_needed(planted_checks):
+    """Measurably: each alone costs at least 5% of the logit difference (a carry matters in half the problems)."""
+    for node, loss in planted_checks["node_ablation_loss"].items():
+        assert loss >= 0.05, (planted_checks["model"], node, loss)
+    for edge, loss in planted_checks["edge_ablation_loss"].items():
+        assert loss >= 0.05, (planted_checks["model"], edge, loss)
+
+
+def test_components_outside_the_circuit_are_not_silent(planted_checks):
+    """A circuit planted by zeroing the rest would be trivially detectable: outside nodes must be as loud."""
+    norms = planted_checks["output_norms"]
+    outside_nodes = [k for k in norms if k not in planted_checks["circuit_nodes"]]
+    assert outside_nodes
+    for prefix in ("a", "m"):  # heads against heads, MLPs against MLPs
+        inside = sorted(v for k, v in norms.items() if k.startswith(prefix) and k in planted_checks["circuit_nodes"])
+        outside = [norms[k] for k in outside_nodes if k.startswith(prefix)]
+        if inside and outside:
+            assert min(outside) >= 0.2 * inside[len(inside) // 2], norms
+
+
+
+def test_input_interchange_labels_replace_those_inputs_only():
+    from mibench.data.registry import load_task
+    from mibench.zoo.planted import interchange_label
+
+    task = load_task("arithmetic_addition")
+    base = {"op1_tens": 7, "op1_ones": 1, "op2_tens": 6, "op2_ones": 0}  # 71 + 60
+    source = {"op1_tens": 6, "op1_ones": 2, "op2_tens": 3, "op2_ones": 9}  # 62 + 39
+    assert interchange_label(task, "op1_ones+op2_ones", base, source) == " 141"  # 72 + 69
+    assert interchange_label(task, "op1_tens+op2_tens", base, source) == " 91"  # 61 + 30
+    assert interchange_label(task, "ones_carry", base, source) == " 141"  # 71 + 60 with a carry
+    mcqa = load_task("mcqa")
+    base = {"symbols": ["A", "B", "C", "D"], "choices": ["red", "blue", "gold", "gray"], "color": "gold"}
+    source = {"symbols": ["V", "X", "I", "L"], "choices": ["gold", "red", "blue", "gray"], "color": "gold"}
+    assert interchange_label(mcqa, "symbols", base, source) == " I"
+    assert interchange_label(mcqa, "answer_pointer", base, source) == " A"
+    assert interchange_label(mcqa, "answer", base, source) == " V"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", _planted_names())
+def test_exact_patching_recovers_the_planted_circuit(model, tmp_path, capsys):
+    """The ground truth and the evaluation agree: exact patching, the method that measures what MIB's patching
+    measures, ranks the known edges first (AUROC close to 1, both MIB's ten-size form and the full ROC)."""
+    from mibench.cli import main
+    from mibench.results.record import read_record
+    from mibench.zoo.catalog import zoo_model
+
+    (task,) = zoo_model(model).known_circuits
+    assert main(["evaluate", "--method", "exact", "--task", task, "--model", model, "--limit", "100",
+                 "--attribution-examples", "50", "--bootstrap", "20", "--quiet",
+                 "--output-dir", str(tmp_path)]) == 0
+    (record_file,) = tmp_path.rglob("record.json")
+    truth = read_record(record_file).metrics.ground_truth
+    assert truth is not None and truth.auroc >= 0.95 and truth.auroc_full >= 0.95, truth
