@@ -93,3 +93,20 @@ def test_evaluate_reports_auroc_when_the_model_ships_its_circuit(random_task_mod
     assert main(["evaluate", "--method", "eap", "--task", "mcqa", *args[2:-1], str(tmp_path / "mcqa")]) == 0
     (mcqa_record,) = (tmp_path / "mcqa").rglob("record.json")
     assert read_record(mcqa_record).metrics.ground_truth is None  # no ground truth for that task
+
+
+def test_position_aware_scores_collapse_to_each_edges_largest_magnitude():
+    from mibench.circuits.auroc import collapse_positions
+    from mibench.graph.positional import PositionalGraph
+
+    graph = PositionalGraph(LAYOUT, ["prefix", "N1", "END"])
+    g = torch.Generator().manual_seed(4)
+    graph.edge_scores = torch.randn(graph.edge_scores.shape, generator=g)
+    flat = collapse_positions(graph)
+    real = flat.real_edge_mask
+    by_hand = torch.where(graph.real_edge_mask, graph.edge_scores.abs(), torch.zeros(())).amax(0)
+    torch.testing.assert_close(flat.edge_scores[real], by_hand[real])
+    assert (flat.edge_scores[~real] == 0).all()
+    logits = LAYOUT.logits_backward_index  # the logits read the answer span only
+    torch.testing.assert_close(flat.edge_scores[:, logits][real[:, logits]],
+                               graph.edge_scores[-1, :, logits].abs()[real[:, logits]])

@@ -98,3 +98,16 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     ends = np.cumsum(counts)
     return ((ends - counts + 1 + ends) / 2)[inverse]
+
+
+def collapse_positions(graph) -> Graph:
+    """A position-aware graph's scores on MIB's position-invariant edges: each edge's largest ``|score|`` over
+    the spans it appears at, so position-aware methods are ranked against the same edge-level ground truth.
+
+    Crossing edges (a span's queries reading an earlier span's keys or values) name no sender and have no
+    position-invariant counterpart; the sender->head<k|v> edge at the key's own span carries what is sent.
+    """
+    flat = Graph(graph.layout)
+    scores = graph.edge_scores.abs().masked_fill(~graph.real_edge_mask, float("-inf")).amax(0)
+    flat.edge_scores = torch.where(flat.real_edge_mask, scores, torch.zeros_like(scores))
+    return flat

@@ -272,12 +272,13 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
 
     ground_truth = None
     truth_file = ground_truth_path(request.model, card.id)
-    if truth_file is not None and not position_aware and request.circuit_files is None and level == "edge":
-        from mibench.circuits.auroc import summarise_roc
+    if truth_file is not None and request.circuit_files is None and level == "edge":
+        from mibench.circuits.auroc import collapse_positions, summarise_roc
         from mibench.circuits.selection import circuits_at_sizes
 
         truth = load_circuit(truth_file, layout=layout)
-        roc = summarise_roc(circuits_at_sizes(graph, absolute=True), graph.edge_scores, truth)
+        ranked = collapse_positions(graph) if position_aware else graph
+        roc = summarise_roc(circuits_at_sizes(ranked, absolute=True), ranked.edge_scores, truth)
         ground_truth = GroundTruthRecord(file=f"{GROUND_TRUTH_DIR}/{truth_file.name}", **vars(roc))
 
     metrics = CircuitMetrics(
