@@ -183,7 +183,6 @@ def read_ground_truth_entry(path: Path, rel: str) -> Entry | None:
     entry.track = "ground_truth"
     entry.values = {AUROC.name: (truth.auroc, None), AUROC_FULL.name: (truth.auroc_full, None)}
     entry.group = ("auroc", *entry.group)
-    entry.group_title = f"known circuits, {entry.group_title}"
     roc = record_artifact(path, "roc_plot")
     entry.plot = roc
     return entry
