@@ -43,16 +43,21 @@ cells=(
 )
 featurizers=(full-vector das dbm pca dbm-pca sae dbm-sae)
 
+circuit_runs() {  # every circuit run on one model and task
+    local model="$1" task="$2" run
+    for run in "${runs[@]}"; do
+        echo "== $model $task $run"
+        # shellcheck disable=SC2086
+        mibench evaluate $run --task "$task" --model "$model" --output-dir leaderboard/records --quiet \
+            --format plain | tail -n 4
+    done
+}
+
 for model in "${models[@]}"; do
     [[ "$track" == planted ]] && break
     if [[ "$track" != causal ]]; then
         for task in "${tasks[@]}"; do
-            for run in "${runs[@]}"; do
-                echo "== $model $task $run"
-                # shellcheck disable=SC2086
-                mibench evaluate $run --task "$task" --model "$model" --output-dir leaderboard/records --quiet \
-                    --format plain | tail -n 4
-            done
+            circuit_runs "$model" "$task"
         done
     fi
     if [[ "$track" != circuit ]]; then
@@ -75,12 +80,7 @@ for m in list_planted():
     for task in m.known_circuits: print(m.name, task)")
     for entry in "${planted[@]}"; do
         read -r model task <<<"$entry"
-        for run in "${runs[@]}"; do
-            echo "== $model $task $run"
-            # shellcheck disable=SC2086
-            mibench evaluate $run --task "$task" --model "$model" --output-dir leaderboard/records --quiet \
-                --format plain | tail -n 4
-        done
+        circuit_runs "$model" "$task"
     done
 fi
 mibench leaderboard build
