@@ -44,9 +44,9 @@ def test_every_design_names_real_edges_and_nodes(tokenizer):
     for design in DESIGNS.values():
         layout = GraphLayout(n_layers=design.layers, n_heads=design.heads, d_model=design.width)
         graph = Graph(layout)
-        for edge in (*design.circuit_edges, *design.training_only_edges):
+        for edge in (*design.circuit_edges, *design.constant_edges):
             assert bool(graph.real_edge_mask[graph.edge_index(edge)]), (design.name, edge)
-        assert not set(design.circuit_edges) & set(design.training_only_edges)
+        assert not set(design.circuit_edges) & set(design.constant_edges)
         assert design.counterfactual in design.strict_kinds
         for spec in design.interchanges:
             assert spec.node in design.circuit_nodes, (design.name, spec.node)
@@ -216,14 +216,15 @@ def test_every_circuit_node_and_edge_is_needed(planted_checks):
 
 def test_components_outside_the_circuit_are_not_silent(planted_checks):
     """A circuit planted by zeroing the rest would be trivially detectable: outside nodes must be as loud."""
-    norms = planted_checks["output_norms"]
-    outside_nodes = [k for k in norms if k not in planted_checks["circuit_nodes"]]
-    assert outside_nodes
-    for prefix in ("a", "m"):  # heads against heads, MLPs against MLPs
-        inside = sorted(v for k, v in norms.items() if k.startswith(prefix) and k in planted_checks["circuit_nodes"])
-        outside = [norms[k] for k in outside_nodes if k.startswith(prefix)]
-        if inside and outside:
-            assert min(outside) >= 0.2 * inside[len(inside) // 2], norms
+    for key in ("output_norms", "answer_position_norms"):  # over all tokens, and where the answer is read
+        norms = planted_checks[key]
+        outside_nodes = [k for k in norms if k not in planted_checks["circuit_nodes"]]
+        assert outside_nodes
+        for prefix in ("a", "m"):  # heads against heads, MLPs against MLPs
+            inside = sorted(v for k, v in norms.items() if k.startswith(prefix) and k in planted_checks["circuit_nodes"])
+            outside = [norms[k] for k in outside_nodes if k.startswith(prefix)]
+            if inside and outside:
+                assert min(outside) >= 0.2 * inside[len(inside) // 2], (key, norms)
 
 
 

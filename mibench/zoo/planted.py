@@ -71,8 +71,10 @@ class PlantedDesign:
     #: The counterfactual under which every ground-truth edge carries information (AUROC is scored with it).
     counterfactual: str
     description: str = ""
-    #: Extra edges kept live during training although they are not part of the ground truth (constant senders).
-    training_only_edges: tuple[str, ...] = field(default=())
+    #: Edges the mechanism uses whose sender is the same in every prompt and counterfactual. Documentation only:
+    #: they are not in the ground truth, and training ablates them like any other edge outside it (which is
+    #: what keeps them constant-carrying, e.g. a positional head's keys).
+    constant_edges: tuple[str, ...] = field(default=())
 
     @property
     def circuit_nodes(self) -> tuple[str, ...]:
@@ -98,7 +100,7 @@ IOI_DESIGN = PlantedDesign(
     ),
     # a0.h0 finds the last name by token type and position, which every IOI counterfactual keeps (names are
     # replaced by names); the final token ("to") feeding both END queries is the same in every prompt.
-    training_only_edges=("input->a0.h0<q>", "input->a0.h0<k>", "input->a1.h0<q>"),
+    constant_edges=("input->a0.h0<q>", "input->a0.h0<k>", "input->a1.h0<q>"),
     interchanges=(
         Interchange("giver", "a0.h0", ("s1_io_flip", "s2_io_flip", "s1_ioi_flip_s2_ioi_flip")),
         Interchange("output_token", "a1.h0", IOI_KINDS),
@@ -152,7 +154,7 @@ MCQA_DESIGN = PlantedDesign(
     ),
     # a0.h1 copies the stated colour to the final token, where it is the answer mover's query. The question never
     # changes between an MCQA prompt and its counterfactuals, so that path is constant under patching.
-    training_only_edges=("input->a0.h1<v>", "a0.h1->a1.h0<q>"),
+    constant_edges=("input->a0.h1<v>", "a0.h1->a1.h0<q>"),
     interchanges=(
         Interchange("symbols", "a0.h0", ("randomLetter", "answerPosition_randomLetter")),
         Interchange("answer", "a1.h0", ("answerPosition", "randomLetter", "answerPosition_randomLetter")),
@@ -272,7 +274,6 @@ class Trainer:
         self.layout = self.engine.layout
         self.graph = Graph(self.layout)
         self.circuit = self._edge_mask(design.circuit_edges)
-        self.kept_in_training = torch.maximum(self.circuit, self._edge_mask(design.training_only_edges))
         self.real = self.graph.real_edge_mask.float()
         self.norm_floor = 0.0  # see clean_run
 
@@ -292,19 +293,21 @@ class Trainer:
     def clean_run(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Behaviour loss, norm-floor loss and the (detached) clean logits, from one recorded forward.
 
-        The norm floor keeps every node outside the circuit at least ``norm_floor`` times the median norm of the
-        circuit's nodes (mean L2 norm per real token): strictness alone is most easily met by silencing
-        everything else, and a circuit that is the only thing speaking is trivially detectable.
+        The norm floor keeps every node outside the circuit, at every real token, at least ``norm_floor`` times
+        the median norm of the circuit's nodes at that token: strictness alone is most easily met by silencing
+        everything else, and a circuit that is the only thing speaking (at the answer position above all) is
+        trivially detectable.
         """
         out = self.engine.forward(batch.clean, batch.mask, record=True, logit_positions=batch.last)
-        weights = batch.mask.float()[:, None, :]
-        norms = (out.sources.stacked().norm(dim=-1) * weights).sum((0, 2)) / weights.sum((0, 2))  # [F]
-        names = self.layout.forward_names[1:]  # heads and MLPs (the input's norm is the embedding's)
-        inside = torch.tensor([n in self.design.circuit_nodes for n in names])
-        floor = norms.new_zeros(())
+        floor = out.logits.new_zeros(())
         if self.norm_floor > 0:
-            target = self.norm_floor * norms[1:][inside].median().detach()
-            floor = torch.relu(1 - norms[1:][~inside] / target).pow(2).mean()
+            norms = out.sources.stacked()[:, 1:].norm(dim=-1)  # [B, F-1, T]: heads and MLPs, not the input
+            names = self.layout.forward_names[1:]
+            inside = torch.tensor([n in self.design.circuit_nodes for n in names])
+            target = self.norm_floor * norms[:, inside].median(dim=1).values.detach()  # [B, T]
+            shortfall = torch.relu(1 - norms[:, ~inside] / target.clamp(min=1e-6)[:, None]).pow(2)
+            real = batch.mask.float()[:, None, :]
+            floor = (shortfall * real).sum() / (real.sum() * int((~inside).sum()))
         return torch.nn.functional.cross_entropy(out.logits, batch.answers), floor, out.logits.detach()
 
     def _counterfactual_sources(self, batch: Batch, kind: str):
@@ -328,7 +331,7 @@ class Trainer:
         wins by a wide margin, while faithfulness is measured on the logit difference itself.
         """
         random_keep = (torch.rand(self.circuit.shape) < keep_probability).float()
-        keep = torch.maximum(self.kept_in_training, random_keep).requires_grad_(True)  # the engine's masked path
+        keep = torch.maximum(self.circuit, random_keep).requires_grad_(True)  # the engine's masked path
         logits = self._ablated_logits(batch, kind, keep)
         loss = torch.nn.functional.cross_entropy(logits, batch.answers)
         if clean_logits is not None:
@@ -437,7 +440,7 @@ def train(args: argparse.Namespace) -> dict:
     card = {"design": design.name, "task": design.task, "description": design.description,
             "counterfactual": design.counterfactual,
             "circuit_nodes": list(design.circuit_nodes), "circuit_edges": list(design.circuit_edges),
-            "training_only_edges": list(design.training_only_edges),
+            "constant_edges": list(design.constant_edges),
             "interchanges": [{"variable": s.variable, "node": s.node, "kinds": list(s.kinds)}
                              for s in design.interchanges],
             "strict_kinds": list(design.strict_kinds),
@@ -539,8 +542,8 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
       patching) -- at least 0.95 for a real circuit; ``circuit_only_accuracy`` likewise for the accuracy;
     * ``node_ablation_loss`` / ``edge_ablation_loss`` (the ground truth's counterfactual): the fraction lost when
       one circuit node (all its outgoing edges) or one circuit edge is ablated -- each should hurt;
-    * ``output_norms``: the mean L2 norm of every head's and MLP's output over real tokens, so one can see that
-      the circuit is not marked out by silent neighbours.
+    * ``output_norms`` / ``answer_position_norms``: the mean L2 norm of every head's and MLP's output over real
+      tokens / at the answer position, so one can see that the circuit is not marked out by silent neighbours.
     """
     from mibench.circuits.batches import build_batches
     from mibench.circuits.ground_truth import ground_truth_counterfactual, ground_truth_path
@@ -588,7 +591,8 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
     stacked = CircuitMask.stack([masks[k] for k in order])
     full, full_accuracy, kept, kept_accuracy = {}, {}, {k: {} for k in order}, {}
     norms = torch.zeros(layout.n_forward, dtype=torch.float64)
-    tokens = 0.0
+    answer_norms = torch.zeros(layout.n_forward, dtype=torch.float64)
+    tokens = prompts = 0.0
     for kind in kinds:
         sums = torch.zeros(len(order), dtype=torch.float64)
         full_sum, full_hits, circuit_hits, count = 0.0, 0, 0, 0
@@ -599,8 +603,11 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
             full_hits += int((clean.logits.argmax(-1) == batch.answers).sum())
             if kind == kinds[0]:
                 weights = batch.attention_mask.to(torch.float64)[:, None, :]
-                norms += (clean.sources.stacked().double().norm(dim=-1) * weights).sum((0, 2))
+                node_norms = clean.sources.stacked().double().norm(dim=-1)  # [B, F, T]
+                norms += (node_norms * weights).sum((0, 2))
+                answer_norms += node_norms[torch.arange(batch.size), :, batch.last_positions].sum(0)
                 tokens += float(batch.attention_mask.sum())
+                prompts += batch.size
             ablation = Ablation.patching(engine, batch.cf_ids, batch.attention_mask)
             out = engine.forward(batch.clean_ids, batch.attention_mask, mask=stacked, ablation=ablation,
                                  logit_positions=batch.last_positions).logits
@@ -615,6 +622,7 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
             kept[key][kind] = total / count / full[kind]
     own = kinds[0]
     norms = (norms / max(tokens, 1.0)).tolist()
+    answer_norms = (answer_norms / max(prompts, 1.0)).tolist()
     return {
         "model": model, "task": task_id, "counterfactual": own, "kinds": list(kinds), "examples": len(examples),
         "full_logit_difference": full, "full_accuracy": full_accuracy,
@@ -622,6 +630,7 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
         "node_ablation_loss": {k.removeprefix("node:"): 1 - kept[k][own] for k in order if k.startswith("node:")},
         "edge_ablation_loss": {k.removeprefix("edge:"): 1 - kept[k][own] for k in order if k.startswith("edge:")},
         "output_norms": {names[i]: round(n, 4) for i, n in enumerate(norms) if i > 0},
+        "answer_position_norms": {names[i]: round(n, 4) for i, n in enumerate(answer_norms) if i > 0},
         "circuit_nodes": circuit_nodes,
     }
 
@@ -649,11 +658,14 @@ def format_checks(checks: dict) -> str:
     ablations += [[f"edge {k}", f"{v:.3f}"] for k, v in checks["edge_ablation_loss"].items()]
     lines += [tabulate(ablations, headers=[f"ablated alone ({own})", "share of the logit difference lost"],
                        tablefmt="github"), ""]
-    norms = checks["output_norms"]
-    inside = [n for n in norms if n in checks["circuit_nodes"]]
-    outside = [n for n in norms if n not in checks["circuit_nodes"]]
-    lines.append("Mean output norm per token: " + ", ".join(f"{n} {norms[n]:.2f}" for n in inside)
-                 + " (circuit); " + ", ".join(f"{n} {norms[n]:.2f}" for n in outside) + " (outside).")
+    for key, title in (("output_norms", "Mean output norm per token"),
+                       ("answer_position_norms", "Mean output norm at the answer position")):
+        norms = checks[key]
+        inside = [n for n in norms if n in checks["circuit_nodes"]]
+        outside = [n for n in norms if n not in checks["circuit_nodes"]]
+        lines.append(f"{title}: " + ", ".join(f"{n} {norms[n]:.2f}" for n in inside) + " (circuit); "
+                     + ", ".join(f"{n} {norms[n]:.2f}" for n in outside) + " (outside).")
+        lines.append("")
     return "\n".join(lines)
 
 
