@@ -227,6 +227,14 @@ def test_components_outside_the_circuit_are_not_silent(planted_checks):
                 assert min(outside) >= 0.2 * inside[len(inside) // 2], (key, norms)
 
 
+def test_components_outside_the_circuit_are_not_constant(planted_checks):
+    """Nor by neighbours that say the same thing for every prompt: outside heads vary across prompts too."""
+    spread = planted_checks["answer_position_spread"]
+    inside = sorted(v for k, v in spread.items() if k.startswith("a") and k in planted_checks["circuit_nodes"])
+    outside = [v for k, v in spread.items() if k.startswith("a") and k not in planted_checks["circuit_nodes"]]
+    assert outside and min(outside) >= 0.2 * inside[len(inside) // 2], spread
+
+
 
 def test_input_interchange_labels_replace_those_inputs_only():
     from mibench.data.registry import load_task
@@ -262,3 +270,22 @@ def test_exact_patching_recovers_the_planted_circuit(model, tmp_path, capsys):
     (record_file,) = tmp_path.rglob("record.json")
     truth = read_record(record_file).metrics.ground_truth
     assert truth is not None and truth.auroc >= 0.95 and truth.auroc_full >= 0.95, truth
+
+
+def test_spread_floor_flags_outside_nodes_that_output_the_same_vector_for_every_prompt(trainer):
+    names = trainer.layout.forward_names[1:]
+    inside = torch.tensor([n in trainer.design.circuit_nodes for n in names])
+    g = torch.Generator().manual_seed(0)
+    varying = torch.randn(8, len(names), 5, trainer.layout.d_model, generator=g)
+    mask = torch.ones(8, 5)
+    trainer.spread_floor = 0.5
+    try:
+        assert trainer._spread_shortfall(varying, mask).item() == pytest.approx(0.0, abs=1e-6)
+        constant = varying.clone()
+        constant[:, ~inside] = varying[:1, ~inside]  # every prompt: the first prompt's outputs
+        assert trainer._spread_shortfall(constant, mask).item() == pytest.approx(1.0, abs=1e-6)
+        padded = mask.clone()
+        padded[1:, -1] = 0  # a position only one prompt reaches carries no variation to judge
+        assert trainer._spread_shortfall(constant, padded).item() == pytest.approx(1.0, abs=1e-6)
+    finally:
+        trainer.spread_floor = 0.0

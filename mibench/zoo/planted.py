@@ -276,6 +276,7 @@ class Trainer:
         self.circuit = self._edge_mask(design.circuit_edges)
         self.real = self.graph.real_edge_mask.float()
         self.norm_floor = 0.0  # see clean_run
+        self.spread_floor = 0.0  # see _spread_shortfall
 
     def _edge_mask(self, names) -> torch.Tensor:
         mask = torch.zeros(self.layout.n_forward, self.layout.n_backward)
@@ -308,6 +309,8 @@ class Trainer:
             shortfall = torch.relu(1 - norms[:, ~inside] / target.clamp(min=1e-6)[:, None]).pow(2)
             real = batch.mask.float()[:, None, :]
             floor = (shortfall * real).sum() / (real.sum() * int((~inside).sum()))
+        if self.spread_floor > 0:
+            floor = floor + self._spread_shortfall(out.sources.stacked()[:, 1:], batch.mask.float())
         return torch.nn.functional.cross_entropy(out.logits, batch.answers), floor, out.logits.detach()
 
     def _counterfactual_sources(self, batch: Batch, kind: str):
@@ -321,6 +324,24 @@ class Trainer:
 
         ablation = Ablation("patching", self._counterfactual_sources(batch, kind), batch.mask)
         return self._logits(batch, mask=CircuitMask(keep * self.real + (1 - self.real)), ablation=ablation)
+
+    def _spread_shortfall(self, outputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """How far nodes outside the circuit fall below ``spread_floor`` times the circuit's median variation.
+
+        Variation of node j at position t: the RMS distance of its outputs from their mean across the batch's
+        prompts (real tokens only). A node that outputs the same vector for every prompt has a norm but carries
+        nothing, and is as easy to tell from the circuit as a silent one.
+        """
+        weights = mask[:, None, :, None]  # [B, 1, T, 1]
+        count = weights.sum(0).clamp(min=1.0)  # [1, T, 1]
+        mean = (outputs * weights).sum(0) / count  # [F-1, T, d]
+        spread = ((((outputs - mean) ** 2).sum(-1, keepdim=True) * weights).sum(0) / count).squeeze(-1).sqrt()
+        names = self.layout.forward_names[1:]
+        inside = torch.tensor([n in self.design.circuit_nodes for n in names])
+        target = self.spread_floor * spread[inside].median(dim=0).values.detach()  # [T]
+        shortfall = torch.relu(1 - spread[~inside] / target.clamp(min=1e-6)).pow(2)  # [outside, T]
+        seen = (mask.sum(0) > 1).float()  # positions where at least two prompts have a real token
+        return (shortfall * seen).sum() / (seen.sum() * int((~inside).sum())).clamp(min=1.0)
 
     def strict(self, batch: Batch, kind: str, keep_probability: float,
                clean_logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -390,7 +411,7 @@ def train(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     tokenizer = tokenizer_from(str(model_path("gpt2-tasks")))  # the zoo's shared word-level tokenizer
     trainer = Trainer(design, tokenizer, args.seed)
-    trainer.norm_floor = args.norm_floor
+    trainer.norm_floor, trainer.spread_floor = args.norm_floor, args.spread_floor
     parent = _continue_from(trainer, Path(args.init)) if args.init else None
     val_batch = _batch(trainer.task.examples("validation", args.val_examples), design.strict_kinds, tokenizer)
     optimizer = torch.optim.AdamW(trainer.model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.98))
@@ -514,7 +535,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share of strictness steps that ablate every non-circuit edge (else a random share)")
     parser.add_argument("--norm-floor", type=float, default=0.0,
                         help="keep each non-circuit node's output norm above this share of the circuit's median")
-    parser.add_argument("--norm-weight", type=float, default=1.0)
+    parser.add_argument("--spread-floor", type=float, default=0.0,
+                        help="keep each non-circuit node's variation across prompts above this share of the circuit's")
+    parser.add_argument("--norm-weight", type=float, default=1.0, help="weight of the norm and spread floors")
     parser.add_argument("--faithfulness", action="store_true",
                         help="strictness also matches the clean logit difference, not only the answer")
     parser.add_argument("--eval-every", type=int, default=250)
@@ -543,7 +566,9 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
     * ``node_ablation_loss`` / ``edge_ablation_loss`` (the ground truth's counterfactual): the fraction lost when
       one circuit node (all its outgoing edges) or one circuit edge is ablated -- each should hurt;
     * ``output_norms`` / ``answer_position_norms``: the mean L2 norm of every head's and MLP's output over real
-      tokens / at the answer position, so one can see that the circuit is not marked out by silent neighbours.
+      tokens / at the answer position, so one can see that the circuit is not marked out by silent neighbours;
+    * ``answer_position_spread``: how much each node's answer-position output varies across prompts (relative to
+      its norm), so one can see it is not marked out by constant neighbours either.
     """
     from mibench.circuits.batches import build_batches
     from mibench.circuits.ground_truth import ground_truth_counterfactual, ground_truth_path
@@ -592,6 +617,7 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
     full, full_accuracy, kept, kept_accuracy = {}, {}, {k: {} for k in order}, {}
     norms = torch.zeros(layout.n_forward, dtype=torch.float64)
     answer_norms = torch.zeros(layout.n_forward, dtype=torch.float64)
+    answer_outputs: list[torch.Tensor] = []  # [B, F, d] per batch, at the answer position
     tokens = prompts = 0.0
     for kind in kinds:
         sums = torch.zeros(len(order), dtype=torch.float64)
@@ -606,6 +632,7 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
                 node_norms = clean.sources.stacked().double().norm(dim=-1)  # [B, F, T]
                 norms += (node_norms * weights).sum((0, 2))
                 answer_norms += node_norms[torch.arange(batch.size), :, batch.last_positions].sum(0)
+                answer_outputs.append(clean.sources.stacked()[torch.arange(batch.size), :, batch.last_positions].double())
                 tokens += float(batch.attention_mask.sum())
                 prompts += batch.size
             ablation = Ablation.patching(engine, batch.cf_ids, batch.attention_mask)
@@ -623,6 +650,8 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
     own = kinds[0]
     norms = (norms / max(tokens, 1.0)).tolist()
     answer_norms = (answer_norms / max(prompts, 1.0)).tolist()
+    at_answer = torch.cat(answer_outputs)
+    spread = ((at_answer - at_answer.mean(0)).norm(dim=-1).mean(0) / at_answer.norm(dim=-1).mean(0).clamp(min=1e-12))
     return {
         "model": model, "task": task_id, "counterfactual": own, "kinds": list(kinds), "examples": len(examples),
         "full_logit_difference": full, "full_accuracy": full_accuracy,
@@ -631,6 +660,8 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
         "edge_ablation_loss": {k.removeprefix("edge:"): 1 - kept[k][own] for k in order if k.startswith("edge:")},
         "output_norms": {names[i]: round(n, 4) for i, n in enumerate(norms) if i > 0},
         "answer_position_norms": {names[i]: round(n, 4) for i, n in enumerate(answer_norms) if i > 0},
+        # mean distance of a node's answer-position output from its mean over prompts, relative to its norm
+        "answer_position_spread": {names[i]: round(float(v), 4) for i, v in enumerate(spread) if i > 0},
         "circuit_nodes": circuit_nodes,
     }
 
@@ -666,6 +697,9 @@ def format_checks(checks: dict) -> str:
         lines.append(f"{title}: " + ", ".join(f"{n} {norms[n]:.2f}" for n in inside) + " (circuit); "
                      + ", ".join(f"{n} {norms[n]:.2f}" for n in outside) + " (outside).")
         lines.append("")
+    spread = checks["answer_position_spread"]
+    lines.append("Variation across prompts at the answer position (mean distance from the node's mean output / its "
+                 "mean norm): " + ", ".join(f"{n} {v:.3f}" for n, v in spread.items()) + ".")
     return "\n".join(lines)
 
 
