@@ -4,17 +4,19 @@ Training follows strict interchange intervention training (SIIT; Gupta et al. 20
 patching engine doing every intervention, so the circuit is defined in MIB's own graph:
 
 * **behaviour**: cross-entropy of the task's answer on clean prompts;
-* **interchange (IIT)**: for a high-level variable mapped to a head, that head's output (all positions) is
-  taken from a counterfactual run; the target is the causal model's output after interchanging the variable;
-* **strictness**: every edge *outside* the ground-truth circuit is, with a random probability per step,
-  ablated with the counterfactual run's activations (MIB's patching), and the model must still give the base
-  answer. So nothing outside the circuit can carry the task, while the non-circuit heads and MLPs keep their
-  ordinary, non-zero activations (nothing is zeroed or pruned: a circuit planted by deleting weights would be
-  trivially detectable).
+* **interchange (IIT)**: for a high-level variable mapped to a node (a head or an MLP), that node's output (all
+  positions) is taken from a counterfactual run; the target is the causal model's output after interchanging
+  the variable;
+* **strictness**: edges *outside* the ground-truth circuit are ablated with the counterfactual run's
+  activations (MIB's patching) -- all of them in a share of the steps, a random subset otherwise -- and the
+  model must still give the base answer (optionally its logit difference). So nothing outside the circuit can
+  carry the task, while norm and spread floors keep the non-circuit heads and MLPs at ordinary, varying
+  activations (nothing is zeroed or pruned: a circuit planted by deleting weights would be trivially
+  detectable).
 
 The ground truth is the list of edges of :class:`PlantedDesign`; the trained model ships it as
 ``ground_truth/<task>.json`` (MIB's circuit JSON) beside its weights, which ``mibench evaluate`` picks up to
-report AUROC. ``python -m mibench.zoo.planted --design ioi --out <folder>`` trains one (seeded).
+report AUROC. ``python -m mibench.zoo.planted --design planted-addition --out <folder>`` trains one (seeded).
 """
 
 from __future__ import annotations
@@ -170,14 +172,13 @@ MCQA_DESIGN = PlantedDesign(
 DESIGNS = {design.name: design for design in (IOI_DESIGN, ADDITION_DESIGN, MCQA_DESIGN)}
 
 
-def node_group(layout, node: str) -> tuple[int, int]:
-    """(source-group index, index inside the group) of a head or MLP node in the engine's forward order."""
-    if node.startswith("a"):
-        layer, head = node[1:].split(".h")
-        return 1 + 2 * int(layer), int(head)
-    if node.startswith("m"):
-        return 2 + 2 * int(node[1:]), 0
-    raise MibenchError(f"{node!r} is not a head (a<layer>.h<head>) or an MLP (m<layer>)")
+def node_group(engine, node: str) -> tuple[int, int]:
+    """(source-group index, index inside the group) of a head or MLP node, from the engine's own groups."""
+    names = engine.layout.forward_names
+    if node not in names[1:]:
+        raise MibenchError(f"{node!r} is not a head (a<layer>.h<head>) or an MLP (m<layer>) of this model")
+    index = names.index(node)
+    return next((i, index - g.start) for i, g in enumerate(engine.groups) if g.start <= index < g.stop)
 
 
 # ============================================================================================ high level
@@ -219,35 +220,24 @@ class Batch:
 
 def _batch(examples, kinds, tokenizer) -> Batch:
     from mibench.data.tokenization import answer_token, encode
+    from mibench.zoo.train import pad_rows
 
     pad = tokenizer.pad_token_id
-    rows = [encode(tokenizer, e.prompt) for e in examples]
-    width = max(len(r) for r in rows)
-
-    def padded(seqs):
-        out = torch.full((len(seqs), width), pad, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            out[i, :len(s)] = torch.tensor(s)
-        return out
-
-    clean = padded(rows)
-    mask = (torch.arange(width)[None] < torch.tensor([len(r) for r in rows])[:, None]).long()
-    cf = {k: padded([encode(tokenizer, e.counterfactual(k).prompt) for e in examples]) for k in kinds}
+    clean, mask, last = pad_rows([encode(tokenizer, e.prompt) for e in examples], pad)
+    cf = {k: pad_rows([encode(tokenizer, e.counterfactual(k).prompt) for e in examples], pad)[0] for k in kinds}
     answers = torch.tensor([answer_token(tokenizer, e.answer, e.id) for e in examples])
     cf_answers = {k: torch.tensor([answer_token(tokenizer, e.counterfactual(k).answer, e.id) for e in examples])
                   for k in kinds}
-    return Batch(clean, mask, mask.sum(-1) - 1, answers, cf, cf_answers, list(examples))
+    return Batch(clean, mask, last, answers, cf, cf_answers, list(examples))
 
 
-def _draw(task, rng: random.Random, n: int, split: str = "train"):
-    from mibench.data.splits import partition_of
+def _draw(task, rng: random.Random, n: int) -> list:
+    """``n`` fresh train-partition examples (the zoo trainer's stream: held-out keys are never drawn)."""
+    from itertools import islice
 
-    out = []
-    while len(out) < n:
-        key, example = task.draw(rng)
-        if partition_of(task.card.id, key) == split:
-            out.append(example)
-    return out
+    from mibench.zoo.train import partition_examples
+
+    return list(islice(partition_examples(task, rng, "train"), n))
 
 
 class Trainer:
@@ -287,9 +277,6 @@ class Trainer:
     # -------------------------------------------------------------- losses
     def _logits(self, batch: Batch, **kwargs) -> torch.Tensor:
         return self.engine.forward(batch.clean, batch.mask, logit_positions=batch.last, **kwargs).logits
-
-    def behaviour(self, batch: Batch) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(self._logits(batch), batch.answers)
 
     def clean_run(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Behaviour loss, norm-floor loss and the (detached) clean logits, from one recorded forward.
@@ -365,7 +352,7 @@ class Trainer:
 
     def _interchanged_logits(self, batch: Batch, spec: Interchange, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits with ``spec.node``'s output (every position) taken from the ``kind`` counterfactual, and labels."""
-        group_index, unit = node_group(self.layout, spec.node)
+        group_index, unit = node_group(self.engine, spec.node)
         swapped = self._counterfactual_sources(batch, kind).groups[group_index][:, unit]
 
         def edit(group, output):

@@ -111,17 +111,21 @@ def task_data(tokenizer, examples, *, with_counterfactuals: bool) -> TaskData:
 def train_items(task, rng: random.Random, cf_prob: float = 1.0) -> Iterator[tuple[str, str]]:
     """An endless stream of (prompt, answer) from the task's train partition; each same-key counterfactual
     of a drawn example follows it with probability ``cf_prob``."""
-    task_id = task.card.id
-    kinds = SAME_KEY_COUNTERFACTUALS.get(task_id, ())
-    while True:
-        key, example = task.draw(rng)
-        if partition_of(task_id, key) != "train":
-            continue
+    kinds = SAME_KEY_COUNTERFACTUALS.get(task.card.id, ())
+    for example in partition_examples(task, rng, "train"):
         yield example.prompt, example.answer
         for kind in kinds:
             cf = example.counterfactuals.get(kind)
             if cf is not None and cf.has_answer and rng.random() < cf_prob:
                 yield cf.prompt, cf.answer
+
+
+def partition_examples(task, rng: random.Random, split: str) -> Iterator:
+    """An endless stream of freshly drawn examples whose split key falls in ``split``."""
+    while True:
+        key, example = task.draw(rng)
+        if partition_of(task.card.id, key) == split:
+            yield example
 
 
 def copy_items(words: list[str], rng: random.Random) -> Iterator[tuple[str, str]]:
@@ -165,7 +169,11 @@ class Stream:
 
 def batch_tensors(data: TaskData, indices: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids, attention mask and last-real-token positions for the chosen rows."""
-    rows = [data.prompts[i] for i in indices]
+    return pad_rows([data.prompts[i] for i in indices], pad_id)
+
+
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask and last-real-token positions of token rows."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
