@@ -53,15 +53,13 @@ def summary_table(record: CausalRecord, table_format: str = "simple") -> str:
 
 def plot_heatmap(record: CausalRecord, path: str | Path) -> bool:
     """IIA over layers (y) x token roles (x); missing sites are blank. False if matplotlib is absent."""
-    try:
-        import matplotlib
+    import numpy as np
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-    except ImportError:
+    from mibench.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    if plt is None:
         return False
-    from mibench.io_utils import atomic_path
 
     roles, layers = record.task.positions, record.task.layers
     grid = np.full((len(layers), len(roles)), np.nan)
@@ -84,8 +82,5 @@ def plot_heatmap(record: CausalRecord, path: str | Path) -> bool:
     ax.set_title(f"{record.method.id} · {record.task.id}/{record.task.variable} · {Path(record.model.id).name}\n"
                  f"IIA average {average}, best {m.best:.2f}", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.05, label="IIA")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return True

@@ -68,14 +68,11 @@ def plot_faithfulness(record: CircuitRecord, path: str | Path) -> bool:
 
     Returns False (and writes nothing) when matplotlib is not installed.
     """
-    try:
-        import matplotlib
+    from mibench.plotting import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
-    from mibench.io_utils import atomic_path
 
     m = record.metrics
     x = [100 * f for f in m.signed.fractions]
@@ -91,10 +88,7 @@ def plot_faithfulness(record: CircuitRecord, path: str | Path) -> bool:
     ax.set_ylabel("faithfulness")
     ax.set_title(f"{record.task.id} · {Path(record.model.id).name} · {record.task.split}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -104,14 +98,11 @@ def plot_roc(record: CircuitRecord, path: str | Path) -> bool:
     truth = record.metrics.ground_truth
     if truth is None:
         return False
-    try:
-        import matplotlib
+    from mibench.plotting import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
-    from mibench.io_utils import atomic_path
 
     fig, ax = plt.subplots(figsize=(4.8, 4.4), dpi=120)
     ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="chance")
@@ -122,8 +113,5 @@ def plot_roc(record: CircuitRecord, path: str | Path) -> bool:
     ax.set_title(f"{record.method.id} · {record.task.id} · {Path(record.model.id).name}\n"
                  f"{truth.n_true} of {truth.n_edges} edges are the known circuit", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return True
