@@ -7,7 +7,7 @@ must agree with these to float32 rounding.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -102,10 +102,11 @@ def edge_shift(model: nn.Module, clean_nodes: dict, cf_nodes: dict, source: str)
 
 
 def forward_with_node_values(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
-                             values: dict[str, Tensor]) -> Tensor:
+                             values: dict[str, Tensor], *, grad: bool = False) -> Tensor:
     """HF logits when the named nodes output ``values[name]`` (``[B, T, d]``) instead of their own output.
 
     This is MIB's node-level ablation: every outgoing edge of a replaced node carries the replacement.
+    With ``grad`` the forward is differentiable (parameter gradients of a model trained under ablation).
     """
     mods = _modules(model)
     handles = []
@@ -126,7 +127,7 @@ def forward_with_node_values(model: nn.Module, input_ids: Tensor, attention_mask
     for layer, mlp in enumerate(mods["mlp_out"]):
         if f"m{layer}" in values:
             handles.append(mlp.register_forward_hook(lambda m, i, o, layer=layer: values[f"m{layer}"]))
-    with _hooks(handles), torch.no_grad():
+    with _hooks(handles), (nullcontext() if grad else torch.no_grad()):
         return model(input_ids, attention_mask=attention_mask).logits
 
 

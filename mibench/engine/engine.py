@@ -327,7 +327,7 @@ class PatchingEngine:
         mask.check_layout(self.layout)
         if ablation is None:
             raise ValueError("a circuit mask needs an ablation (patching, mean or zero) for its ablated edges")
-        grad_mode = mask.requires_grad or want_receiver_grads
+        grad_mode = mask.requires_grad or want_receiver_grads or self._differentiates(ablation)
         mask = CircuitMask(
             mask.edges.to(device=self.device, dtype=self.dtype),
             None if mask.neurons is None else mask.neurons.to(device=self.device, dtype=self.dtype),
@@ -355,6 +355,16 @@ class PatchingEngine:
         reuses = (ablation.kind == "patching" and not grad_mode and recorded_mask is not None
                   and recorded_mask.shape == attention_mask.shape and bool((recorded_mask == attention_mask).all()))
         return _Run(mask, ablated, n_circuits, grad_mode, store, reuses)
+
+    def _differentiates(self, ablation) -> bool:
+        """Does autograd need this masked forward (a model being trained through it, or ablated activations
+        that carry gradients)? Evaluation reuses buffers in place and skips nodes whose output cannot matter,
+        which would silently cut those gradients; callers that only evaluate run under ``torch.no_grad``."""
+        if not torch.is_grad_enabled():
+            return False
+        if ablation.sources is not None and any(g.requires_grad for g in ablation.sources.groups):
+            return True
+        return any(p.requires_grad for p in self.adapter.model.parameters())
 
     def is_complete(self, mask: CircuitMask) -> bool:
         """Does the mask keep every real edge (and every neuron)? Such a forward is the unpatched run."""
