@@ -288,3 +288,42 @@ def test_spread_floor_flags_outside_nodes_that_output_the_same_vector_for_every_
         assert trainer._spread_shortfall(constant, padded).item() == pytest.approx(1.0, abs=1e-6)
     finally:
         trainer.spread_floor = 0.0
+
+
+def test_spread_floor_gradient_is_finite_where_every_prompt_is_the_same(trainer):
+    """IOI prompts share their first word, so some nodes vary by exactly nothing there; the floor's gradient must
+    stay finite (a square root at 0 turned a whole training step into NaN)."""
+    names = trainer.layout.forward_names[1:]
+    g = torch.Generator().manual_seed(1)
+    inside = torch.tensor([n in trainer.design.circuit_nodes for n in names])
+    outputs = torch.randn(6, len(names), 4, trainer.layout.d_model, generator=g)
+    outputs[:, ~inside] = outputs[:1, ~inside] + 0.01 * outputs[:, ~inside]  # below the floor: it pulls
+    outputs[:, :, 0] = 1.0  # position 0: one vector for every prompt, at every node
+    outputs.requires_grad_(True)
+    trainer.spread_floor = 0.5
+    try:
+        trainer._spread_shortfall(outputs, torch.ones(6, 4)).backward()
+    finally:
+        trainer.spread_floor = 0.0
+    assert torch.isfinite(outputs.grad).all() and outputs.grad.abs().sum() > 0
+
+
+def test_circuit_alone_trains_only_the_circuit_and_its_constant_edges(trainer, batch):
+    """The circuit-first stage: everything outside the circuit and its constant edges is zero-ablated, so only
+    the nodes on those edges get gradients (here m0 and m1 lie outside; a0.h1 reads and writes constant edges)."""
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.circuit_alone(batch).backward()
+    blocks = trainer.model.transformer.h
+    head_width = trainer.layout.d_model // trainer.design.heads
+
+    def grad_sum(weight, rows=slice(None), cols=slice(None)) -> float:
+        return 0.0 if weight.grad is None else float(weight.grad[rows, cols].abs().sum())
+
+    for layer in (0, 1):
+        assert grad_sum(blocks[layer].mlp.c_fc.weight) == 0.0
+        assert grad_sum(blocks[layer].mlp.c_proj.weight) == 0.0
+    h1 = slice(head_width, 2 * head_width)
+    assert grad_sum(blocks[1].attn.c_proj.weight, rows=h1) == 0.0  # a1.h1: no edge of the circuit
+    assert grad_sum(blocks[1].attn.c_proj.weight, rows=slice(0, head_width)) > 0  # a1.h0: the answer mover
+    assert grad_sum(blocks[0].attn.c_proj.weight, rows=h1) > 0  # a0.h1 -> a1.h0<q>, a constant edge
+    trainer.model.zero_grad(set_to_none=True)

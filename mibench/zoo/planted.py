@@ -300,6 +300,23 @@ class Trainer:
             floor = floor + self._spread_shortfall(out.sources.stacked()[:, 1:], batch.mask.float())
         return torch.nn.functional.cross_entropy(out.logits, batch.answers), floor, out.logits.detach()
 
+    def circuit_alone(self, batch: Batch) -> torch.Tensor:
+        """Cross-entropy of the circuit by itself: every edge outside it (and outside ``constant_edges``, which
+        carry the same values in every prompt and are what positional heads and queries read) zero-ablated.
+
+        The first stage of a circuit-first schedule. Behaviour training lets the whole model share the task
+        (IOI's layer-0 heads learn to write names straight to the logits), and strictness then has to undo a
+        distributed solution, which it does not manage in any schedule tried; trained alone, the planted
+        circuit learns IOI in a few hundred steps, and SIIT then only has to make everything else harmless.
+        """
+        from mibench.engine.ablation import Ablation
+        from mibench.engine.masks import CircuitMask
+
+        scaffold = torch.maximum(self.circuit, self._edge_mask(self.design.constant_edges))
+        logits = self._logits(batch, mask=CircuitMask(scaffold * self.real + (1 - self.real)),
+                              ablation=Ablation.zero())
+        return torch.nn.functional.cross_entropy(logits, batch.answers)
+
     def _counterfactual_sources(self, batch: Batch, kind: str):
         """The counterfactual run's source outputs, *with* gradient when training: the strictness term can only
         make a non-circuit node's output carry nothing of the counterfactual if its weights see that run."""
@@ -322,7 +339,10 @@ class Trainer:
         weights = mask[:, None, :, None]  # [B, 1, T, 1]
         count = weights.sum(0).clamp(min=1.0)  # [1, T, 1]
         mean = (outputs * weights).sum(0) / count  # [F-1, T, d]
-        spread = ((((outputs - mean) ** 2).sum(-1, keepdim=True) * weights).sum(0) / count).squeeze(-1).sqrt()
+        variance = ((((outputs - mean) ** 2).sum(-1, keepdim=True) * weights).sum(0) / count).squeeze(-1)
+        # clamped before the root: a position every prompt shares (IOI's first word) has variance 0 exactly, where
+        # the root's gradient is infinite and would turn the whole step into NaN
+        spread = variance.clamp(min=1e-12).sqrt()
         names = self.layout.forward_names[1:]
         inside = torch.tensor([n in self.design.circuit_nodes for n in names])
         target = self.spread_floor * spread[inside].median(dim=0).values.detach()  # [T]
@@ -339,7 +359,7 @@ class Trainer:
         wins by a wide margin, while faithfulness is measured on the logit difference itself.
         """
         random_keep = (torch.rand(self.circuit.shape) < keep_probability).float()
-        keep = torch.maximum(self.circuit, random_keep).requires_grad_(True)  # the engine's masked path
+        keep = torch.maximum(self.circuit, random_keep)
         logits = self._ablated_logits(batch, kind, keep)
         loss = torch.nn.functional.cross_entropy(logits, batch.answers)
         if clean_logits is not None:
@@ -417,6 +437,9 @@ def train(args: argparse.Namespace) -> dict:
             losses = {"behaviour": torch.nn.functional.cross_entropy(logits[torch.arange(len(batch.last)), batch.last],
                                                                      batch.answers)}
             total = losses["behaviour"]
+        elif step <= args.warmup_steps + args.circuit_steps:  # or: the circuit learns it alone first
+            losses = {"circuit_alone": trainer.circuit_alone(batch)}
+            total = losses["circuit_alone"]
         else:
             losses = {}
             losses["behaviour"], losses["norm_floor"], clean_logits = trainer.clean_run(batch)
@@ -514,6 +537,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--warmup-steps", type=int, default=0,
                         help="first train the task alone (plain forward) for this many steps, then plant the circuit")
+    parser.add_argument("--circuit-steps", type=int, default=0,
+                        help="steps (after any warm-up) in which only the circuit is trained, everything outside it "
+                             "zero-ablated, before the SIIT losses start")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--iit-weight", type=float, default=1.0)
@@ -540,6 +566,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ========================================================================================= the proofs
+@torch.no_grad()
 @torch.no_grad()
 def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kinds: tuple[str, ...] | None = None,
                         batch_size: int = 50) -> dict:
