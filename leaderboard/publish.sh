@@ -3,7 +3,8 @@
 # Records land in leaderboard/records/<task>/<model>/<run>/ (record.json plus the run's plot and files).
 # Usage: bash leaderboard/publish.sh [--track circuit|causal|planted|all] [model ...]
 #   (default: every track, every embedded zoo model; "planted" runs every circuit method on every
-#   planted-circuit model, on the task whose circuit it ships, for the known-circuits section)
+#   planted-circuit model, or on the planted models named, on the task whose circuit it ships, for the
+#   known-circuits section)
 # Runs one job at a time on purpose: concurrent torch jobs on a small CPU distort every timing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +16,7 @@ if [[ "${1:-}" == "--track" ]]; then
 fi
 case "$track" in circuit|causal|planted|all) ;; *) echo "publish.sh: --track circuit|causal|planted|all" >&2; exit 2 ;; esac
 models=("$@")
+chosen=("$@")  # with --track planted: only these planted models (default: every one)
 if [[ ${#models[@]} -eq 0 ]]; then
     mapfile -t models < <(python -c "from mibench.zoo.catalog import list_models; print('\n'.join(m.name for m in list_models()))")
 fi
@@ -75,9 +77,11 @@ done
 # known circuits: every circuit method on each planted model's own task (its ground truth's counterfactual is
 # the default there, and the records carry AUROC)
 if [[ "$track" == planted || "$track" == all ]]; then
-    mapfile -t planted < <(python -c "from mibench.zoo.catalog import list_planted
+    mapfile -t planted < <(python -c "import sys
+from mibench.zoo.catalog import list_planted
 for m in list_planted():
-    for task in m.known_circuits: print(m.name, task)")
+    if len(sys.argv) == 1 or m.name in sys.argv[1:]:
+        for task in m.known_circuits: print(m.name, task)" "${chosen[@]}")
     for entry in "${planted[@]}"; do
         read -r model task <<<"$entry"
         circuit_runs "$model" "$task"

@@ -14,6 +14,10 @@ patching engine doing every intervention, so the circuit is defined in MIB's own
   activations (nothing is zeroed or pruned: a circuit planted by deleting weights would be trivially
   detectable).
 
+An optional first stage (``--circuit-steps``) trains the circuit by itself, everything else zero-ablated (with
+attention hints where a design needs them), so that SIIT starts from a circuit that already solves the task and
+only has to make the rest of the model harmless and ordinary-looking.
+
 The ground truth is the list of edges of :class:`PlantedDesign`; the trained model ships it as
 ``ground_truth/<task>.json`` (MIB's circuit JSON) beside its weights, which ``mibench evaluate`` picks up to
 report AUROC. ``python -m mibench.zoo.planted --design planted-addition --out <folder>`` trains one (seeded).
@@ -51,6 +55,25 @@ class Interchange:
 
 
 @dataclass(frozen=True)
+class AttentionHint:
+    """A curriculum aid for the circuit-first stage: ``head``, at the last token of role ``query`` (shifted by
+    ``query_offset`` tokens), should attend to the last token of role ``key`` (shifted by ``key_offset``).
+
+    Some designs compose heads whose attention must all be right before any one of them helps the answer (MCQA:
+    the stated colour moved to the final token and each letter onto its option's colour, before the lookup can
+    find anything), a saddle that training on the answer alone did not leave in thousands of steps. The hint is a
+    cross-entropy on the head's attention pattern, used only while the circuit is trained alone; the SIIT stage
+    and the proofs never see it.
+    """
+
+    head: str  # "a{layer}.h{head}"
+    query: str  # a token role of the task's examples
+    key: str
+    query_offset: int = 0
+    key_offset: int = 0
+
+
+@dataclass(frozen=True)
 class PlantedDesign:
     """What a planted model must implement, in MIB's graph.
 
@@ -77,6 +100,8 @@ class PlantedDesign:
     #: they are not in the ground truth, and training ablates them like any other edge outside it (which is
     #: what keeps them constant-carrying, e.g. a positional head's keys).
     constant_edges: tuple[str, ...] = field(default=())
+    #: Attention targets for the circuit-first stage (see :class:`AttentionHint`).
+    attention_hints: tuple[AttentionHint, ...] = field(default=())
 
     @property
     def circuit_nodes(self) -> tuple[str, ...]:
@@ -155,12 +180,19 @@ MCQA_DESIGN = PlantedDesign(
         "a1.h0->logits",
     ),
     # a0.h1 copies the stated colour to the final token, where it is the answer mover's query. The question never
-    # changes between an MCQA prompt and its counterfactuals, so that path is constant under patching.
-    constant_edges=("input->a0.h1<v>", "a0.h1->a1.h0<q>"),
+    # changes between an MCQA prompt and its counterfactuals, so that path is constant under patching. Both
+    # layer-0 heads attend by position (an option's colour to its letter, the final token to the stated colour),
+    # and a1.h0's query reads the final token, which every prompt shares.
+    constant_edges=("input->a0.h0<q>", "input->a0.h0<k>", "input->a0.h1<q>", "input->a0.h1<k>",
+                    "input->a0.h1<v>", "a0.h1->a1.h0<q>", "input->a1.h0<q>"),
     interchanges=(
         Interchange("symbols", "a0.h0", ("randomLetter", "answerPosition_randomLetter")),
         Interchange("answer", "a1.h0", ("answerPosition", "randomLetter", "answerPosition_randomLetter")),
     ),
+    # the stated colour to the final token; the correct option's colour to its letter (two tokens back: a0.h0 is
+    # positional, so one option per prompt, a different one each time, teaches all four)
+    attention_hints=(AttentionHint("a0.h1", "END", "color"),
+                     AttentionHint("a0.h0", "correct_symbol_period", "correct_symbol", query_offset=1)),
     strict_kinds=("answerPosition", "randomLetter", "answerPosition_randomLetter"),
     counterfactual="answerPosition_randomLetter",
     description="Multiple choice by lookup: a0.h0 copies each option's letter onto its colour token (IIT variable "
@@ -317,6 +349,28 @@ class Trainer:
                               ablation=Ablation.zero())
         return torch.nn.functional.cross_entropy(logits, batch.answers)
 
+    def hint_positions(self, example) -> list[tuple[int, int]]:
+        """(query, key) token positions of each of the design's attention hints in ``example``'s prompt."""
+        from mibench.data.tokenization import role_positions
+
+        positions = role_positions(self.tokenizer, example.prompt, example.spans)
+        return [(positions[h.query][-1] + h.query_offset, positions[h.key][-1] + h.key_offset)
+                for h in self.design.attention_hints]
+
+    def attention_hints(self, batch: Batch) -> torch.Tensor:
+        """Cross-entropy of each hinted head's attention at its query token against its key token (plain HF
+        forward with attention weights: these heads are in layer 0, whose inputs no ablation changes)."""
+        hints = self.design.attention_hints
+        queries, keys = torch.tensor([self.hint_positions(example) for example in batch.examples]).unbind(-1)
+        attentions = self.model(input_ids=batch.clean, attention_mask=batch.mask, output_attentions=True).attentions
+        rows = torch.arange(len(batch.examples))
+        losses = []
+        for i, hint in enumerate(hints):
+            layer, head = (int(part[1:]) for part in hint.head.split("."))
+            weights = attentions[layer][rows, head, queries[:, i], keys[:, i]]
+            losses.append(-torch.log(weights.clamp(min=1e-9)).mean())
+        return torch.stack(losses).mean()
+
     def _counterfactual_sources(self, batch: Batch, kind: str):
         """The counterfactual run's source outputs, *with* gradient when training: the strictness term can only
         make a non-circuit node's output carry nothing of the counterfactual if its weights see that run."""
@@ -440,6 +494,9 @@ def train(args: argparse.Namespace) -> dict:
         elif step <= args.warmup_steps + args.circuit_steps:  # or: the circuit learns it alone first
             losses = {"circuit_alone": trainer.circuit_alone(batch)}
             total = losses["circuit_alone"]
+            if design.attention_hints and args.hint_weight > 0:
+                losses["hints"] = trainer.attention_hints(batch)
+                total = total + args.hint_weight * losses["hints"]
         else:
             losses = {}
             losses["behaviour"], losses["norm_floor"], clean_logits = trainer.clean_run(batch)
@@ -540,6 +597,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--circuit-steps", type=int, default=0,
                         help="steps (after any warm-up) in which only the circuit is trained, everything outside it "
                              "zero-ablated, before the SIIT losses start")
+    parser.add_argument("--hint-weight", type=float, default=1.0,
+                        help="weight of the design's attention hints during the circuit-first stage (0: none)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--iit-weight", type=float, default=1.0)
@@ -576,7 +635,8 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
 
     * ``full_logit_difference``: mean logit difference (answer vs the counterfactual's answer), unmodified model;
     * ``circuit_only_fraction``: the fraction of it kept with every edge outside the ground truth ablated (MIB's
-      patching) -- at least 0.95 for a real circuit; ``circuit_only_accuracy`` likewise for the accuracy;
+      patching) -- at least 0.95 for a real circuit; None for a kind whose counterfactual keeps every answer
+      (its logit difference is 0 by construction); ``circuit_only_accuracy`` likewise for the accuracy;
     * ``node_ablation_loss`` / ``edge_ablation_loss`` (the ground truth's counterfactual): the fraction lost when
       one circuit node (all its outgoing edges) or one circuit edge is ablated -- each should hurt;
     * ``output_norms`` / ``answer_position_norms``: the mean L2 norm of every head's and MLP's output over real
@@ -635,11 +695,12 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
     tokens = prompts = 0.0
     for kind in kinds:
         sums = torch.zeros(len(order), dtype=torch.float64)
-        full_sum, full_hits, circuit_hits, count = 0.0, 0, 0, 0
+        full_sum, full_hits, circuit_hits, count, same_answer = 0.0, 0, 0, 0, True
         for batch in build_batches(examples, loaded.tokenizer, kind, batch_size).batches:
             clean = engine.forward(batch.clean_ids, batch.attention_mask, record=True,
                                    logit_positions=batch.last_positions)
             full_sum += float(logit_difference(clean.logits, batch.answers, batch.cf_answers).sum())
+            same_answer = same_answer and bool((batch.answers == batch.cf_answers).all())
             full_hits += int((clean.logits.argmax(-1) == batch.answers).sum())
             if kind == kinds[0]:
                 weights = batch.attention_mask.to(torch.float64)[:, None, :]
@@ -660,7 +721,9 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
         full[kind], full_accuracy[kind] = full_sum / count, full_hits / count
         kept_accuracy[kind] = circuit_hits / count
         for key, total in zip(order, sums.tolist()):
-            kept[key][kind] = total / count / full[kind]
+            # a kind that keeps every answer (IOI's s1_io_flip) has a logit difference of 0 by construction:
+            # there is no fraction to keep, only the accuracy
+            kept[key][kind] = None if same_answer else total / count / full[kind]
     own = kinds[0]
     norms = (norms / max(tokens, 1.0)).tolist()
     answer_norms = (answer_norms / max(prompts, 1.0)).tolist()
@@ -687,6 +750,10 @@ def planted_card(model: str) -> dict:
     return model_card(model).get("planted_circuit", {})
 
 
+def _share(value: float | None) -> str:
+    return "n/a (same answer)" if value is None else f"{value:.3f}"
+
+
 def format_checks(checks: dict) -> str:
     """The proofs as Markdown (the model card's tables)."""
     from tabulate import tabulate
@@ -695,7 +762,7 @@ def format_checks(checks: dict) -> str:
     lines = [f"`{checks['model']}` on `{checks['task']}` (test split, {checks['examples']} examples); ground truth "
              f"defined under the `{own}` counterfactual.", ""]
     rows = [[kind, f"{checks['full_accuracy'][kind]:.3f}", f"{checks['full_logit_difference'][kind]:.2f}",
-             f"{checks['circuit_only_accuracy'][kind]:.3f}", f"{checks['circuit_only_fraction'][kind]:.3f}"]
+             f"{checks['circuit_only_accuracy'][kind]:.3f}", _share(checks['circuit_only_fraction'][kind])]
             for kind in checks["kinds"]]
     lines += [tabulate(rows, headers=["counterfactual", "accuracy", "logit diff.", "circuit-only accuracy",
                                       "circuit-only / full logit diff."], tablefmt="github"), ""]
