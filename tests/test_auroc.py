@@ -42,6 +42,24 @@ def test_perfect_inverted_and_tied_scores():
     assert roc_curve(torch.ones_like(perfect), truth)[0] == 0.5  # all tied: chance
 
 
+def test_node_level_auroc_ranks_the_scored_nodes_against_the_known_nodes():
+    """Node methods are judged on nodes: the items are the scored nodes, the positives the known circuit's."""
+    truth = Graph(LAYOUT)
+    names = truth.forward_names  # input, a0.h0, a0.h1, m0, a1.h0, a1.h1, m1
+    truth.nodes_in_graph = torch.tensor([n in ("input", "a0.h1", "m1") for n in names])
+    scores = Graph(LAYOUT, node_scores=True)
+    scores.node_scores = torch.tensor([float("nan"), 0.1, -3.0, 0.2, 0.3, 0.05, 2.0])  # input unscored
+    auc, fpr, tpr = roc_curve(scores.node_scores, truth)
+    assert auc == 1.0 and tpr[1] == 0.5 and fpr[-1] == 1.0  # both true nodes outrank the four others
+    circuits = circuits_at_sizes(scores, absolute=True)  # 6 scored nodes: sizes 0, ..., 0, 3 (50%), 6
+    assert confusion(circuits[-2], truth) == (2, 1, 0, 3)  # a0.h1, m1 and a1.h0 kept
+    summary = summarise_roc(circuits, scores.node_scores, truth)
+    assert (summary.level, summary.n_true, summary.n_edges) == ("node", 2, 6)
+    assert summary.auroc == pytest.approx(auroc_at_sizes(circuits, truth)[0])
+    scores.node_scores = -scores.node_scores  # |score| is what ranks
+    assert roc_curve(scores.node_scores, truth)[0] == 1.0
+
+
 def test_mib_auroc_from_the_ten_sizes_by_hand():
     truth = _truth(3)
     scores = Graph(LAYOUT)

@@ -11,6 +11,9 @@ A model whose circuit is known (a planted-circuit model) ships the ground truth 
   same circuits.
 * **The full ROC** (``auroc_full``): every threshold on ``|score|``; the area is the Mann-Whitney statistic
   (ties count one half), the probability that a random ground-truth edge outscores a random other edge.
+
+Node-level methods are judged the same way on nodes: the items are the scored nodes (the heads and MLPs a
+node method ranks), and a node is in the ground truth when the known circuit's node list has it.
 """
 
 from __future__ import annotations
@@ -35,18 +38,27 @@ class RocSummary:
     curve_fpr: list[float]  # the full curve, thinned to at most MAX_ROC_POINTS points
     curve_tpr: list[float]
     n_true: int
-    n_edges: int
+    n_edges: int  # items ranked: real edges, or scored nodes at node level
+    level: str = "edge"
+
+
+def _items(circuit: Graph, truth: Graph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(candidates, predicted, actual) boolean masks over the items of ``circuit``'s level: real edges, or, for
+    a node-level circuit, the nodes it has scores for."""
+    if circuit.level == "node":
+        candidates = ~torch.isnan(circuit.node_scores)
+        return candidates, circuit.nodes_in_graph & candidates, truth.nodes_in_graph & candidates
+    real = truth.real_edge_mask
+    return real, circuit.edges_in_graph & real, truth.edges_in_graph & real
 
 
 def confusion(circuit: Graph, truth: Graph) -> tuple[int, int, int, int]:
-    """(TP, FP, FN, TN) of a circuit's edges against the ground truth, over the real edges."""
-    real = truth.real_edge_mask
-    predicted = circuit.edges_in_graph & real
-    actual = truth.edges_in_graph & real
+    """(TP, FP, FN, TN) of a circuit's items (edges; scored nodes at node level) against the ground truth."""
+    candidates, predicted, actual = _items(circuit, truth)
     tp = int((predicted & actual).sum())
     fp = int((predicted & ~actual).sum())
-    fn = int((~predicted & actual & real).sum())
-    tn = int(real.sum()) - tp - fp - fn
+    fn = int((~predicted & actual).sum())
+    tn = int(candidates.sum()) - tp - fp - fn
     return tp, fp, fn, tn
 
 
@@ -65,10 +77,16 @@ def auroc_at_sizes(circuits: list[Graph], truth: Graph) -> tuple[float, list[flo
 
 
 def roc_curve(scores: torch.Tensor, truth: Graph) -> tuple[float, np.ndarray, np.ndarray]:
-    """AUC, FPR and TPR over every threshold on ``|score|`` (NaN scores rank lowest)."""
-    real = truth.real_edge_mask
-    values = scores[real].abs().double().nan_to_num(nan=-1.0).numpy()
-    labels = (truth.edges_in_graph & real)[real].numpy()
+    """AUC, FPR and TPR over every threshold on ``|score|``: of edge scores ``[F, B]`` (NaN scores rank lowest),
+    or of node scores ``[F]`` (unscored nodes are not ranked)."""
+    if scores.dim() == 1:
+        candidates = ~torch.isnan(scores)
+        actual = truth.nodes_in_graph
+    else:
+        candidates = truth.real_edge_mask
+        actual = truth.edges_in_graph
+    values = scores[candidates].abs().double().nan_to_num(nan=-1.0).numpy()
+    labels = (actual & candidates)[candidates].numpy()
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan"), np.array([0.0, 1.0]), np.array([0.0, 1.0])
@@ -85,12 +103,14 @@ def roc_curve(scores: torch.Tensor, truth: Graph) -> tuple[float, np.ndarray, np
 
 
 def summarise_roc(circuits: list[Graph], scores: torch.Tensor, truth: Graph) -> RocSummary:
+    """Both AUROCs of one method's circuits at the ten sizes and its scores (edge ``[F, B]`` or node ``[F]``)."""
     auroc, fpr, tpr = auroc_at_sizes(circuits, truth)
     full, curve_fpr, curve_tpr = roc_curve(scores, truth)
     keep = np.unique(np.linspace(0, len(curve_fpr) - 1, min(len(curve_fpr), MAX_ROC_POINTS)).round().astype(int))
+    candidates, _, actual = _items(circuits[-1], truth)
     return RocSummary(auroc=auroc, fpr=fpr, tpr=tpr, auroc_full=full, curve_fpr=curve_fpr[keep].tolist(),
-                      curve_tpr=curve_tpr[keep].tolist(), n_true=int((truth.edges_in_graph & truth.real_edge_mask).sum()),
-                      n_edges=truth.n_edges)
+                      curve_tpr=curve_tpr[keep].tolist(), n_true=int(actual.sum()), n_edges=int(candidates.sum()),
+                      level=circuits[-1].level)
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:

@@ -93,7 +93,7 @@ def plot_faithfulness(record: CircuitRecord, path: str | Path) -> bool:
 
 
 def plot_roc(record: CircuitRecord, path: str | Path) -> bool:
-    """The ROC of the method's edge scores against the model's known circuit: the full curve, and MIB's ten
+    """The ROC of the method's edge (or node) scores against the model's known circuit: the full curve, and MIB's ten
     size points. False when matplotlib is missing or the record has no ground truth."""
     truth = record.metrics.ground_truth
     if truth is None:
@@ -111,7 +111,7 @@ def plot_roc(record: CircuitRecord, path: str | Path) -> bool:
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(f"{record.method.id} · {record.task.id} · {Path(record.model.id).name}\n"
-                 f"{truth.n_true} of {truth.n_edges} edges are the known circuit", fontsize=9)
+                 f"{truth.n_true} of {truth.n_edges} {truth.level}s are the known circuit", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     save_figure(fig, path)
     return True

@@ -272,13 +272,14 @@ def run_evaluation(request: EvaluationRequest) -> EvaluationResult:
 
     ground_truth = None
     truth_file = ground_truth_path(request.model, card.id)
-    if truth_file is not None and request.circuit_files is None and level == "edge":
+    if truth_file is not None and request.circuit_files is None and level in ("edge", "node"):
         from mibench.circuits.auroc import collapse_positions, summarise_roc
         from mibench.circuits.selection import circuits_at_sizes
 
         truth = load_circuit(truth_file, layout=layout)
         ranked = collapse_positions(graph) if position_aware else graph
-        roc = summarise_roc(circuits_at_sizes(ranked, absolute=True), ranked.edge_scores, truth)
+        scores = ranked.node_scores if level == "node" else ranked.edge_scores
+        roc = summarise_roc(circuits_at_sizes(ranked, absolute=True), scores, truth)
         ground_truth = GroundTruthRecord(file=f"{GROUND_TRUTH_DIR}/{truth_file.name}", **vars(roc))
 
     metrics = CircuitMetrics(

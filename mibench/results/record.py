@@ -91,11 +91,13 @@ class CurveRecord(_Strict):
 
 
 class GroundTruthRecord(_Strict):
-    """The method's edge scores against the model's known circuit (planted-circuit models)."""
+    """The method's scores against the model's known circuit (planted-circuit models): its edges, or, for a
+    node-level method, its nodes."""
 
     file: str  # the ground-truth circuit, relative to the model folder
-    n_true: int  # edges in the ground truth
-    n_edges: int
+    n_true: int  # ground-truth items among those ranked
+    n_edges: int  # items ranked: the real edges, or the scored nodes at node level
+    level: Literal["edge", "node"] = "edge"
     auroc: float  # MIB's: trapezoid over the ten sizes' (FPR, TPR) points (absolute ranking)
     fpr: list[float]
     tpr: list[float]
