@@ -181,8 +181,9 @@ def test_planted_models_ship_one_per_task_and_are_marked_in_listings(capsys):
     from mibench.zoo.catalog import list_models, list_planted, model_names
 
     planted = list_planted()
-    assert "planted-addition" in {m.name for m in planted}
+    assert {"planted-addition", "planted-ioi", "planted-mcqa"} <= {m.name for m in planted}
     assert all(len(m.known_circuits) == 1 for m in planted)
+    assert {"ioi", "arithmetic_addition", "mcqa"} <= {m.known_circuits[0] for m in planted}
     assert all(m.planted and m.name in model_names() for m in planted)
     assert not any(m.planted for m in list_models())  # the task-suite listing (and publish.sh) stays apart
     assert main(["ls", "models"]) == 0
@@ -355,3 +356,15 @@ def test_attention_hint_loss_trains_only_the_hinted_layer_0_heads(trainer, batch
     later = trainer.model.transformer.h[1].attn.c_attn.weight.grad
     assert later is None or float(later.abs().sum()) == 0.0
     trainer.model.zero_grad(set_to_none=True)
+
+
+def test_floor_reference_is_the_circuits_lower_or_upper_median(trainer):
+    """MCQA's letter mover is nearly silent at the final token, where the answer mover is loud: floors relative to
+    the lower median let the rest of the model be as quiet as the letter mover there."""
+    values = torch.tensor([[0.5, 16.0], [3.0, 1.0]])
+    try:
+        assert trainer._reference(values, dim=1).tolist() == [0.5, 1.0]
+        trainer.floor_reference = "upper-median"
+        assert trainer._reference(values, dim=1).tolist() == [16.0, 3.0]
+    finally:
+        trainer.floor_reference = "median"

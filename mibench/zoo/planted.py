@@ -299,6 +299,11 @@ class Trainer:
         self.real = self.graph.real_edge_mask.float()
         self.norm_floor = 0.0  # see clean_run
         self.spread_floor = 0.0  # see _spread_shortfall
+        #: Which median of the circuit's nodes the floors are relative to: "median" (the lower one, torch's) or
+        #: "upper-median". With two circuit nodes that is the quieter or the louder; where one of them does its
+        #: work elsewhere (MCQA's letter mover, nearly silent at the final token) only the louder one keeps the
+        #: rest of the model comparable to the node that is doing the work there.
+        self.floor_reference = "median"
 
     def _edge_mask(self, names) -> torch.Tensor:
         mask = torch.zeros(self.layout.n_forward, self.layout.n_backward)
@@ -324,7 +329,7 @@ class Trainer:
             norms = out.sources.stacked()[:, 1:].norm(dim=-1)  # [B, F-1, T]: heads and MLPs, not the input
             names = self.layout.forward_names[1:]
             inside = torch.tensor([n in self.design.circuit_nodes for n in names])
-            target = self.norm_floor * norms[:, inside].median(dim=1).values.detach()  # [B, T]
+            target = self.norm_floor * self._reference(norms[:, inside], dim=1).detach()  # [B, T]
             shortfall = torch.relu(1 - norms[:, ~inside] / target.clamp(min=1e-6)[:, None]).pow(2)
             real = batch.mask.float()[:, None, :]
             floor = (shortfall * real).sum() / (real.sum() * int((~inside).sum()))
@@ -332,7 +337,7 @@ class Trainer:
             floor = floor + self._spread_shortfall(out.sources.stacked()[:, 1:], batch.mask.float())
         return torch.nn.functional.cross_entropy(out.logits, batch.answers), floor, out.logits.detach()
 
-    def circuit_alone(self, batch: Batch) -> torch.Tensor:
+    def circuit_alone(self, batch: Batch, counterfactuals: bool = False) -> torch.Tensor:
         """Cross-entropy of the circuit by itself: every edge outside it (and outside ``constant_edges``, which
         carry the same values in every prompt and are what positional heads and queries read) zero-ablated.
 
@@ -340,14 +345,24 @@ class Trainer:
         (IOI's layer-0 heads learn to write names straight to the logits), and strictness then has to undo a
         distributed solution, which it does not manage in any schedule tried; trained alone, the planted
         circuit learns IOI in a few hundred steps, and SIIT then only has to make everything else harmless.
+
+        With ``counterfactuals`` the counterfactual prompts are trained too, each with its own answer: MCQA's
+        prompts always letter their options A-D, so a circuit trained on them alone can answer by option index
+        and never learn to move letters, which its randomLetter counterfactuals (and the interchanges) need.
         """
         from mibench.engine.ablation import Ablation
         from mibench.engine.masks import CircuitMask
 
         scaffold = torch.maximum(self.circuit, self._edge_mask(self.design.constant_edges))
-        logits = self._logits(batch, mask=CircuitMask(scaffold * self.real + (1 - self.real)),
-                              ablation=Ablation.zero())
-        return torch.nn.functional.cross_entropy(logits, batch.answers)
+        ids, answers = batch.clean, batch.answers
+        if counterfactuals:
+            ids = torch.cat([ids, *batch.cf.values()])
+            answers = torch.cat([answers, *batch.cf_answers.values()])
+        copies = len(ids) // len(batch.clean)
+        logits = self.engine.forward(ids, batch.mask.repeat(copies, 1), logit_positions=batch.last.repeat(copies),
+                                     mask=CircuitMask(scaffold * self.real + (1 - self.real)),
+                                     ablation=Ablation.zero()).logits
+        return torch.nn.functional.cross_entropy(logits, answers)
 
     def hint_positions(self, example) -> list[tuple[int, int]]:
         """(query, key) token positions of each of the design's attention hints in ``example``'s prompt."""
@@ -383,6 +398,12 @@ class Trainer:
         ablation = Ablation("patching", self._counterfactual_sources(batch, kind), batch.mask)
         return self._logits(batch, mask=CircuitMask(keep * self.real + (1 - self.real)), ablation=ablation)
 
+    def _reference(self, values: torch.Tensor, dim: int) -> torch.Tensor:
+        """The circuit nodes' median along ``dim`` (see ``floor_reference``)."""
+        if self.floor_reference == "upper-median":
+            return torch.quantile(values, 0.5, dim=dim, interpolation="higher")
+        return values.median(dim=dim).values
+
     def _spread_shortfall(self, outputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """How far nodes outside the circuit fall below ``spread_floor`` times the circuit's median variation.
 
@@ -399,7 +420,7 @@ class Trainer:
         spread = variance.clamp(min=1e-12).sqrt()
         names = self.layout.forward_names[1:]
         inside = torch.tensor([n in self.design.circuit_nodes for n in names])
-        target = self.spread_floor * spread[inside].median(dim=0).values.detach()  # [T]
+        target = self.spread_floor * self._reference(spread[inside], dim=0).detach()  # [T]
         shortfall = torch.relu(1 - spread[~inside] / target.clamp(min=1e-6)).pow(2)  # [outside, T]
         seen = (mask.sum(0) > 1).float()  # positions where at least two prompts have a real token
         return (shortfall * seen).sum() / (seen.sum() * int((~inside).sum())).clamp(min=1.0)
@@ -473,6 +494,7 @@ def train(args: argparse.Namespace) -> dict:
     tokenizer = tokenizer_from(str(model_path("gpt2-tasks")))  # the zoo's shared word-level tokenizer
     trainer = Trainer(design, tokenizer, args.seed)
     trainer.norm_floor, trainer.spread_floor = args.norm_floor, args.spread_floor
+    trainer.floor_reference = args.floor_reference
     parent = _continue_from(trainer, Path(args.init)) if args.init else None
     val_batch = _batch(trainer.task.examples("validation", args.val_examples), design.strict_kinds, tokenizer)
     optimizer = torch.optim.AdamW(trainer.model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.98))
@@ -492,7 +514,7 @@ def train(args: argparse.Namespace) -> dict:
                                                                      batch.answers)}
             total = losses["behaviour"]
         elif step <= args.warmup_steps + args.circuit_steps:  # or: the circuit learns it alone first
-            losses = {"circuit_alone": trainer.circuit_alone(batch)}
+            losses = {"circuit_alone": trainer.circuit_alone(batch, args.circuit_on_counterfactuals)}
             total = losses["circuit_alone"]
             if design.attention_hints and args.hint_weight > 0:
                 losses["hints"] = trainer.attention_hints(batch)
@@ -597,6 +619,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--circuit-steps", type=int, default=0,
                         help="steps (after any warm-up) in which only the circuit is trained, everything outside it "
                              "zero-ablated, before the SIIT losses start")
+    parser.add_argument("--circuit-on-counterfactuals", action="store_true",
+                        help="the circuit-first stage also trains on the counterfactual prompts (with their answers)")
     parser.add_argument("--hint-weight", type=float, default=1.0,
                         help="weight of the design's attention hints during the circuit-first stage (0: none)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -609,6 +633,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep each non-circuit node's output norm above this share of the circuit's median")
     parser.add_argument("--spread-floor", type=float, default=0.0,
                         help="keep each non-circuit node's variation across prompts above this share of the circuit's")
+    parser.add_argument("--floor-reference", choices=("median", "upper-median"), default="median",
+                        help="the circuit nodes' median the floors are relative to, at each token (lower or upper)")
     parser.add_argument("--norm-weight", type=float, default=1.0, help="weight of the norm and spread floors")
     parser.add_argument("--faithfulness", action="store_true",
                         help="strictness also matches the clean logit difference, not only the answer")
