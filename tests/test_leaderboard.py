@@ -409,3 +409,24 @@ def test_records_with_a_known_circuit_also_rank_by_auroc(records, tmp_path):
     assert {"eap", "exact"} <= set(tables["circuit"].methods)  # the same records still rank by CPR/CMD
     markdown = (tmp_path / "site" / "leaderboard.md").read_text()
     assert "## Circuit localization against known circuits" in markdown and "| exact | invariant | **0.950** |" in markdown
+
+
+def test_republishing_records_does_not_mark_the_checkout_modified(tmp_path):
+    """publish.sh overwrites committed records run by run; only code and data changes make a checkout dirty."""
+    from mibench.results.environment import checkout_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "leaderboard" / "records").mkdir(parents=True)
+    (tmp_path / "leaderboard" / "records" / "record.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "files")
+    clean = checkout_commit(tmp_path)
+    assert clean and not clean.endswith("+dirty")
+    (tmp_path / "leaderboard" / "records" / "record.json").write_text('{"new": 1}')
+    assert checkout_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert checkout_commit(tmp_path) == clean + "+dirty"

@@ -22,16 +22,28 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+#: Paths whose changes do not make a checkout "modified": the published records are the harness's own output,
+#: and re-publishing overwrites them run by run (every run after the first would otherwise count as produced from
+#: a modified checkout).
+OUTPUT_PATHS = ("leaderboard/records",)
+
+
 def git_commit() -> str | None:
-    """The commit of the mibench checkout in use (None for an installed wheel); '+dirty' if modified."""
-    root = Path(__file__).resolve().parents[2]
+    """The commit of the mibench checkout in use (None for an installed wheel); '+dirty' if its code or data are
+    modified (changes under :data:`OUTPUT_PATHS` do not count)."""
+    return checkout_commit(Path(__file__).resolve().parents[2])
+
+
+def checkout_commit(root: Path) -> str | None:
+    """HEAD of the git checkout at ``root``, with '+dirty' as :func:`git_commit` (None if it is not one)."""
     if not (root / ".git").exists():
         return None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        excluded = [f":(exclude){path}" for path in OUTPUT_PATHS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
