@@ -169,7 +169,7 @@ CIRCUIT_TRACK = Track(name="circuit", title="Circuit localization", metrics=(CPR
 AUROC = Metric("AUROC", True, "MIB's AUROC against the model's known circuit: trapezoid over the (FPR, TPR) points "
                "of the ten absolute-ranking circuits")
 AUROC_FULL = Metric("AUROC (all thresholds)", True, "area under the ROC of every threshold on |score| (the "
-                    "probability that a known-circuit edge outscores another edge)")
+                    "probability that a known-circuit edge, or node at node level, outscores another)")
 
 
 def read_ground_truth_entry(path: Path, rel: str) -> Entry | None:
