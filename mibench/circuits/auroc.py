@@ -42,14 +42,22 @@ class RocSummary:
     level: str = "edge"
 
 
-def _items(circuit: Graph, truth: Graph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(candidates, predicted, actual) boolean masks over the items of ``circuit``'s level: real edges, or, for
-    a node-level circuit, the nodes it has scores for."""
-    if circuit.level == "node":
-        candidates = ~torch.isnan(circuit.node_scores)
-        return candidates, circuit.nodes_in_graph & candidates, truth.nodes_in_graph & candidates
+def _ranked_items(truth: Graph, node_scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(candidates, actual): the items that are ranked and those of them in the ground truth -- the real edges,
+    or, given a node-level method's ``node_scores``, the nodes it scored."""
+    if node_scores is not None:
+        candidates = ~torch.isnan(node_scores)
+        return candidates, truth.nodes_in_graph & candidates
     real = truth.real_edge_mask
-    return real, circuit.edges_in_graph & real, truth.edges_in_graph & real
+    return real, truth.edges_in_graph & real
+
+
+def _items(circuit: Graph, truth: Graph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(candidates, predicted, actual) boolean masks over the items of ``circuit``'s level."""
+    node_level = circuit.level == "node"
+    candidates, actual = _ranked_items(truth, circuit.node_scores if node_level else None)
+    predicted = (circuit.nodes_in_graph if node_level else circuit.edges_in_graph) & candidates
+    return candidates, predicted, actual
 
 
 def confusion(circuit: Graph, truth: Graph) -> tuple[int, int, int, int]:
@@ -79,14 +87,9 @@ def auroc_at_sizes(circuits: list[Graph], truth: Graph) -> tuple[float, list[flo
 def roc_curve(scores: torch.Tensor, truth: Graph) -> tuple[float, np.ndarray, np.ndarray]:
     """AUC, FPR and TPR over every threshold on ``|score|``: of edge scores ``[F, B]`` (NaN scores rank lowest),
     or of node scores ``[F]`` (unscored nodes are not ranked)."""
-    if scores.dim() == 1:
-        candidates = ~torch.isnan(scores)
-        actual = truth.nodes_in_graph
-    else:
-        candidates = truth.real_edge_mask
-        actual = truth.edges_in_graph
+    candidates, actual = _ranked_items(truth, scores if scores.dim() == 1 else None)
     values = scores[candidates].abs().double().nan_to_num(nan=-1.0).numpy()
-    labels = (actual & candidates)[candidates].numpy()
+    labels = actual[candidates].numpy()
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan"), np.array([0.0, 1.0]), np.array([0.0, 1.0])

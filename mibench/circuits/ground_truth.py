@@ -52,6 +52,8 @@ def ground_truth_counterfactual(model: str, task: str) -> str | None:
 
 def model_card(model: str) -> dict:
     """A zoo-style model folder's ``zoo_card.json`` ({} for a hub id or a folder without one)."""
+    from mibench.zoo.catalog import CARD_FILE
+
     folder = model_folder(model)
-    card = folder / "zoo_card.json" if folder is not None else None
+    card = folder / CARD_FILE if folder is not None else None
     return json.loads(card.read_text()) if card is not None and card.is_file() else {}

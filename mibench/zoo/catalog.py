@@ -63,8 +63,9 @@ class ZooModel:
     @property
     def known_circuits(self) -> list[str]:
         """Tasks whose ground-truth circuit ships in the model folder (``ground_truth/<task>.json``)."""
-        folder = self.path / "ground_truth"
-        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        from mibench.circuits.ground_truth import ground_truth_tasks
+
+        return ground_truth_tasks(str(self.path))
 
     def test_accuracy(self) -> dict[str, float]:
         """Test-split accuracy per task, as recorded in ``zoo_card.json``."""

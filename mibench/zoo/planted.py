@@ -296,7 +296,11 @@ class Trainer:
         self.layout = self.engine.layout
         self.graph = Graph(self.layout)
         self.circuit = self._edge_mask(design.circuit_edges)
+        #: What the circuit-first stage keeps: the circuit and the constant edges positional heads read.
+        self.scaffold = torch.maximum(self.circuit, self._edge_mask(design.constant_edges))
         self.real = self.graph.real_edge_mask.float()
+        #: Per head and MLP (the input node excluded): is it a node of the circuit? The floors compare the rest to it.
+        self.inside = torch.tensor([n in design.circuit_nodes for n in self.layout.forward_names[1:]])
         self.norm_floor = 0.0  # see clean_run
         self.spread_floor = 0.0  # see _spread_shortfall
         #: Which median of the circuit's nodes the floors are relative to: "median" (the lower one, torch's) or
@@ -315,6 +319,12 @@ class Trainer:
     def _logits(self, batch: Batch, **kwargs) -> torch.Tensor:
         return self.engine.forward(batch.clean, batch.mask, logit_positions=batch.last, **kwargs).logits
 
+    def _keeping(self, keep: torch.Tensor):
+        """The engine mask that keeps ``keep``'s real edges (the layout's padding slots are always 'kept')."""
+        from mibench.engine.masks import CircuitMask
+
+        return CircuitMask(keep * self.real + (1 - self.real))
+
     def clean_run(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Behaviour loss, norm-floor loss and the (detached) clean logits, from one recorded forward.
 
@@ -325,16 +335,16 @@ class Trainer:
         """
         out = self.engine.forward(batch.clean, batch.mask, record=True, logit_positions=batch.last)
         floor = out.logits.new_zeros(())
+        outputs = out.sources.stacked()[:, 1:]  # [B, F-1, T, d]: heads and MLPs, not the input
+        inside = self.inside
         if self.norm_floor > 0:
-            norms = out.sources.stacked()[:, 1:].norm(dim=-1)  # [B, F-1, T]: heads and MLPs, not the input
-            names = self.layout.forward_names[1:]
-            inside = torch.tensor([n in self.design.circuit_nodes for n in names])
+            norms = outputs.norm(dim=-1)  # [B, F-1, T]
             target = self.norm_floor * self._reference(norms[:, inside], dim=1).detach()  # [B, T]
             shortfall = torch.relu(1 - norms[:, ~inside] / target.clamp(min=1e-6)[:, None]).pow(2)
             real = batch.mask.float()[:, None, :]
             floor = (shortfall * real).sum() / (real.sum() * int((~inside).sum()))
         if self.spread_floor > 0:
-            floor = floor + self._spread_shortfall(out.sources.stacked()[:, 1:], batch.mask.float())
+            floor = floor + self._spread_shortfall(outputs, batch.mask.float())
         return torch.nn.functional.cross_entropy(out.logits, batch.answers), floor, out.logits.detach()
 
     def circuit_alone(self, batch: Batch, counterfactuals: bool = False) -> torch.Tensor:
@@ -351,17 +361,14 @@ class Trainer:
         and never learn to move letters, which its randomLetter counterfactuals (and the interchanges) need.
         """
         from mibench.engine.ablation import Ablation
-        from mibench.engine.masks import CircuitMask
 
-        scaffold = torch.maximum(self.circuit, self._edge_mask(self.design.constant_edges))
         ids, answers = batch.clean, batch.answers
         if counterfactuals:
             ids = torch.cat([ids, *batch.cf.values()])
             answers = torch.cat([answers, *batch.cf_answers.values()])
         copies = len(ids) // len(batch.clean)
         logits = self.engine.forward(ids, batch.mask.repeat(copies, 1), logit_positions=batch.last.repeat(copies),
-                                     mask=CircuitMask(scaffold * self.real + (1 - self.real)),
-                                     ablation=Ablation.zero()).logits
+                                     mask=self._keeping(self.scaffold), ablation=Ablation.zero()).logits
         return torch.nn.functional.cross_entropy(logits, answers)
 
     def hint_positions(self, example) -> list[tuple[int, int]]:
@@ -393,10 +400,9 @@ class Trainer:
 
     def _ablated_logits(self, batch: Batch, kind: str, keep: torch.Tensor) -> torch.Tensor:
         from mibench.engine.ablation import Ablation
-        from mibench.engine.masks import CircuitMask
 
         ablation = Ablation("patching", self._counterfactual_sources(batch, kind), batch.mask)
-        return self._logits(batch, mask=CircuitMask(keep * self.real + (1 - self.real)), ablation=ablation)
+        return self._logits(batch, mask=self._keeping(keep), ablation=ablation)
 
     def _reference(self, values: torch.Tensor, dim: int) -> torch.Tensor:
         """The circuit nodes' median along ``dim`` (see ``floor_reference``)."""
@@ -418,8 +424,7 @@ class Trainer:
         # clamped before the root: a position every prompt shares (IOI's first word) has variance 0 exactly, where
         # the root's gradient is infinite and would turn the whole step into NaN
         spread = variance.clamp(min=1e-12).sqrt()
-        names = self.layout.forward_names[1:]
-        inside = torch.tensor([n in self.design.circuit_nodes for n in names])
+        inside = self.inside
         target = self.spread_floor * self._reference(spread[inside], dim=0).detach()  # [T]
         shortfall = torch.relu(1 - spread[~inside] / target.clamp(min=1e-6)).pow(2)  # [outside, T]
         seen = (mask.sum(0) > 1).float()  # positions where at least two prompts have a real token
@@ -571,9 +576,9 @@ def _continue_from(trainer: Trainer, folder: Path) -> dict:
     """Load a planted model's weights into ``trainer`` (same design) and return that run's card."""
     from safetensors.torch import load_file
 
-    card = json.loads((folder / "zoo_card.json").read_text())["planted_circuit"]
-    if card["design"] != trainer.design.name:
-        raise MibenchError(f"{folder} holds design {card['design']!r}, not {trainer.design.name!r}")
+    card = planted_card(str(folder))
+    if card.get("design") != trainer.design.name:
+        raise MibenchError(f"{folder} holds design {card.get('design')!r}, not {trainer.design.name!r}")
     state = load_file(str(folder / "model.safetensors"))
     missing, unexpected = trainer.model.load_state_dict(state, strict=False)
     if unexpected or any("lm_head" not in k for k in missing):  # lm_head is tied to the embedding, not saved
@@ -585,8 +590,10 @@ def _continue_from(trainer: Trainer, folder: Path) -> dict:
 
 
 def save(trainer: Trainer, tokenizer, out: Path, card: dict) -> None:
+    from mibench.circuits.ground_truth import GROUND_TRUTH_DIR
     from mibench.graph.graph import Graph
     from mibench.graph.io import save_json
+    from mibench.zoo.catalog import CARD_FILE
 
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out)
@@ -595,8 +602,8 @@ def save(trainer: Trainer, tokenizer, out: Path, card: dict) -> None:
     truth.edges_in_graph = trainer.circuit.bool()
     names = trainer.layout.forward_names
     truth.nodes_in_graph = torch.tensor([name in trainer.design.circuit_nodes for name in names])
-    (out / "ground_truth").mkdir(exist_ok=True)
-    save_json(truth, out / "ground_truth" / f"{trainer.design.task}.json")
+    (out / GROUND_TRUTH_DIR).mkdir(exist_ok=True)
+    save_json(truth, out / GROUND_TRUTH_DIR / f"{trainer.design.task}.json")
     zoo_card = {"arch": "gpt2", "planted": True, "tasks": {trainer.design.task: str(trainer.task.card.version)},
                 "ground_truth": {trainer.design.task: {"counterfactual": trainer.design.counterfactual}},
                 "accuracy": {trainer.design.task: {"test": card["test"]["accuracy"],
@@ -604,7 +611,7 @@ def save(trainer: Trainer, tokenizer, out: Path, card: dict) -> None:
                 "config": {"layers": trainer.design.layers, "width": trainer.design.width,
                            "heads": trainer.design.heads, "kv_heads": trainer.design.heads},
                 "parameters": card["parameters"], "planted_circuit": card}
-    (out / "zoo_card.json").write_text(json.dumps(zoo_card, indent=2) + "\n")
+    (out / CARD_FILE).write_text(json.dumps(zoo_card, indent=2) + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
