@@ -322,14 +322,14 @@ def test_grouped_kv_optimisation_gives_identical_results(family, monkeypatch):
     import mibench.engine.engine as engine_module
 
     seen_kv_rows: list[int] = []
-    original = engine_module._project_per_head
+    original = engine_module._project_head_major
 
-    def spy(normed, weight, bias, *, grouped):
+    def spy(normed, weight, bias):
         if weight.shape[0] == model.config.num_key_value_heads:
-            seen_kv_rows.append(normed.shape[1])
-        return original(normed, weight, bias, grouped=grouped)
+            seen_kv_rows.append(normed.shape[0])  # inputs are head-major: [heads, R, T, d]
+        return original(normed, weight, bias)
 
-    monkeypatch.setattr(engine_module, "_project_per_head", spy)
+    monkeypatch.setattr(engine_module, "_project_head_major", spy)
     with torch.no_grad():
         ablation = Ablation.patching(grouped, cf, am)
         for mask in (node_mask, edge_mask):

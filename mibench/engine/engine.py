@@ -292,7 +292,7 @@ class PatchingEngine:
                 mlp_out = self._ablated_output(run, group_index + 1, rows, resid)
             else:
                 mlp_in = self._destination_inputs(run, mlp_cols, mlp_prev, resid)
-                mlp_in = resid if mlp_in is None else mlp_in[:, 0]
+                mlp_in = resid if mlp_in is None else mlp_in[0]
                 if on_receiver_grad is not None and mlp_in.requires_grad:
                     mlp_in = mlp_in.clone()
                     mlp_in.register_hook(lambda g, layer=layer: on_receiver_grad("mlp", layer, g))
@@ -406,7 +406,10 @@ class PatchingEngine:
 
     def _destination_inputs(self, run: _Run, cols: list[int], prev: int, resid: Tensor,
                             positions: Tensor | None = None) -> Tensor | None:
-        """Patched inputs ``[R, V, T, d]`` of destination columns ``cols`` (None: all read ``resid``).
+        """Patched inputs ``[V, R, T, d]`` of destination columns ``cols`` (None: all read ``resid``).
+
+        Destination-major, as the weighted sums produce them: each destination's input is one contiguous
+        block, which normalisation and the per-head projections read without a copy.
 
         Two exact forms of the same sum; for each circuit the one touching fewer source rows is used:
 
@@ -444,8 +447,7 @@ class PatchingEngine:
             pieces.append(self._circuit_inputs(
                 run, edges[:prev, cols], None if neurons is None else neurons[:prev], deltas[:, block],
                 resid[block], None if ablated_resid is None else ablated_resid[block], block, post_sums))
-        inputs = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)  # [V, R, T, d]
-        return inputs.transpose(0, 1)
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)  # [V, R, T, d]
 
     def _circuit_inputs(self, run: _Run, keep: Tensor, neurons: Tensor | None, deltas: Tensor, resid: Tensor,
                         ablated_resid: Tensor | None, block: slice, post_sums: dict) -> Tensor:
@@ -541,14 +543,13 @@ class PatchingEngine:
                                        ("v", weights.wv, weights.bv)):
                 if kind in spans:
                     if inputs is not None:
-                        z = inputs[:, spans[kind]]
+                        z = inputs[spans[kind]]
                     else:
-                        z = resid.unsqueeze(1).expand(-1, spans[kind].stop - spans[kind].start, -1, -1)
+                        z = resid.unsqueeze(0).expand(spans[kind].stop - spans[kind].start, -1, -1, -1)
                     if on_receiver_grad is not None and z.requires_grad:
                         z = z.clone()
-                        z.register_hook(lambda g, kind=kind: on_receiver_grad(kind, layer, g))
-                    projected[kind] = _project_per_head(adapter.attn_pre_norm(layer, z), weight, bias,
-                                                        grouped=grouped[kind] or kind == "q")
+                        z.register_hook(lambda g, kind=kind: on_receiver_grad(kind, layer, g.transpose(0, 1)))
+                    projected[kind] = _project_head_major(adapter.attn_pre_norm(layer, z), weight, bias)
                 else:
                     if shared_normed is None:
                         shared_normed = adapter.attn_pre_norm(layer, resid)
@@ -576,14 +577,14 @@ class PatchingEngine:
         cols = [per_kind_cols[kind][h] for kind in ("q", "k", "v") for h in index]
         inputs = self._destination_inputs(run, cols, prev, resid)
         if inputs is None:
-            inputs = resid.unsqueeze(1).expand(-1, 3 * n, -1, -1)
+            inputs = resid.unsqueeze(0).expand(3 * n, -1, -1, -1)
         normed = self.adapter.attn_pre_norm(layer, inputs)
         kv_heads = heads // self.adapter.group_size
         projected = []
         for i, (weight, bias, which) in enumerate(((weights.wq, weights.bq, heads), (weights.wk, weights.bk, kv_heads),
                                                    (weights.wv, weights.bv, kv_heads))):
-            projected.append(_project_per_head(normed[:, i * n : (i + 1) * n], weight[which],
-                                               None if bias is None else bias[which], grouped=True))
+            projected.append(_project_head_major(normed[i * n : (i + 1) * n], weight[which],
+                                                 None if bias is None else bias[which]))
         z = multihead_attention(*projected, pattern_mask, settings, rotary)
         out[:, heads] = torch.einsum("bhtk,hdk->bhtd", z, weights.wo[heads])
         return out
@@ -645,7 +646,7 @@ class PatchingEngine:
         else:
             raise ValueError(f"logit_positions must be 'all', 'last', 'none' or a tensor, got {logit_positions!r}")
         z = self._destination_inputs(run, col, self.layout.n_forward, resid, positions)
-        z = _at_positions(resid, positions) if z is None else z[:, 0]
+        z = _at_positions(resid, positions) if z is None else z[0]
         if positions is not None:
             z = z[:, 0]
         if on_receiver_grad is not None and z.requires_grad:
@@ -703,6 +704,22 @@ def _project_per_head(normed: Tensor, weight: Tensor, bias: Tensor | None, *, gr
     if bias is not None:
         out = out + bias[None, :, None, None, :]
     return out.flatten(1, 2)
+
+
+def _project_head_major(normed: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Project head-major inputs ``[n, R, T, d]`` with per-head weights ``[n_w, dh, d]`` -> ``[R, n, T, dh]``.
+
+    ``n`` equals ``n_w`` (one input per weight head) or is a multiple of it: one input per *query* head
+    with grouped K/V weights, query head ``h`` using weight ``h // (n / n_w)``. Either way the inputs of
+    one weight head are one contiguous block, so a single batched product reads them in place (the
+    ``[R, n, T, d]`` layout needed a transposing copy of every input first).
+    """
+    n, rows, seq, width = normed.shape
+    n_w = weight.shape[0]
+    flat = normed.reshape(n_w, (n // n_w) * rows * seq, width)
+    transposed = weight.transpose(1, 2)  # [n_w, d, dh], a view
+    out = torch.bmm(flat, transposed) if bias is None else torch.baddbmm(bias.unsqueeze(1), flat, transposed)
+    return out.view(n, rows, seq, -1).transpose(0, 1)
 
 
 def _ungroup(x: Tensor, n_heads: int) -> Tensor:
