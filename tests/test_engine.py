@@ -555,6 +555,49 @@ def test_nodes_without_kept_inputs_reuse_counterfactual_outputs_exactly(family, 
     assert _max_diff(tiny_logits, cf_logits, am) > 1e-4
 
 
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_stacked_circuits_compute_nodes_only_in_the_rows_that_need_them(family, monkeypatch):
+    """In one stacked forward, a node is computed only in the rows of the circuits that need it: a tiny
+    circuit stacked with a dense one costs its own few nodes, not the dense one's. Logits equal each
+    circuit alone."""
+    engine = _engine(family)
+    layout = engine.layout
+    clean, cf, am = _batch(seed=21)
+    tiny = CircuitMask.empty(layout)
+    for source, destination in (("input", "a1.h2<q>"), ("a1.h2", "m2"), ("m2", "logits")):
+        tiny.edges[layout.forward_names.index(source), layout.backward_names.index(destination)] = 1
+    dense = _random_mask(layout, 22, density=0.6)
+    mlp_rows: list[tuple[int, int]] = []
+    head_rows: list[int] = []
+    original_mlp = engine.adapter.mlp
+    original_heads = engine._attention_of_heads
+
+    def counting_mlp(layer, z):
+        mlp_rows.append((layer, z.shape[0]))
+        return original_mlp(layer, z)
+
+    def counting_heads(run, layer, heads, circuits, *args):
+        head_rows.append(run.n_circuits if circuits is None else circuits.numel())
+        return original_heads(run, layer, heads, circuits, *args)
+
+    monkeypatch.setattr(engine.adapter, "mlp", counting_mlp)
+    monkeypatch.setattr(engine, "_attention_of_heads", counting_heads)
+    with torch.no_grad():
+        ablation = Ablation.patching(engine, cf, am)
+        mlp_rows.clear()
+        together = engine.forward(clean, am, mask=CircuitMask.stack([tiny, dense]), ablation=ablation,
+                                  logit_positions="last").logits
+        mlp_calls, head_calls = list(mlp_rows), list(head_rows)
+        alone = [engine.forward(clean, am, mask=m, ablation=ablation, logit_positions="last").logits
+                 for m in (tiny, dense)]
+    torch.testing.assert_close(together, torch.cat(alone), atol=ATOL, rtol=0)
+    batch = clean.shape[0]
+    # The tiny circuit needs m2 only; the dense one needs every MLP: m0 and m1 run on one circuit's rows.
+    assert {layer: rows for layer, rows in mlp_calls} == {0: batch, 1: batch, 2: 2 * batch} | {
+        layer: batch for layer in range(3, layout.n_layers)}
+    assert 1 in head_calls  # some attention layer ran in the dense circuit's rows only
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 @pytest.mark.parametrize("kind", ["zero", "mean"])
 def test_nodes_without_kept_outputs_are_not_computed(family, kind, monkeypatch):

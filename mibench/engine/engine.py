@@ -287,9 +287,13 @@ class PatchingEngine:
             mlp_cols, mlp_prev = [self.layout.mlp_backward_index(layer)], self.layout.mlp_prev_index(layer)
             if record_receivers:
                 receivers.append(resid)
-            if run.skips_nodes and not bool(self._live_sources(run, self.groups[group_index + 1], mlp_cols,
-                                                               mlp_prev).any()):
+            # Which circuits must compute this MLP ([C]); None: every row does.
+            live = (self._live_sources(run, self.groups[group_index + 1], mlp_cols, mlp_prev)[:, 0]
+                    if run.skips_nodes else None)
+            if live is not None and not bool(live.any()):
                 mlp_out = self._ablated_output(run, group_index + 1, rows, resid)
+            elif live is not None and not bool(live.all()):
+                mlp_out = self._mlp_of_circuits(run, layer, live.nonzero().flatten(), mlp_cols, mlp_prev, resid)
             else:
                 mlp_in = self._destination_inputs(run, mlp_cols, mlp_prev, resid)
                 mlp_in = resid if mlp_in is None else mlp_in[0]
@@ -405,7 +409,7 @@ class PatchingEngine:
         run.ablated_resid = run.ablated_resid + ablated_received
 
     def _destination_inputs(self, run: _Run, cols: list[int], prev: int, resid: Tensor,
-                            positions: Tensor | None = None) -> Tensor | None:
+                            positions: Tensor | None = None, circuits: Tensor | None = None) -> Tensor | None:
         """Patched inputs ``[V, R, T, d]`` of destination columns ``cols`` (None: all read ``resid``).
 
         Destination-major, as the weighted sums produce them: each destination's input is one contiguous
@@ -418,7 +422,8 @@ class PatchingEngine:
 
         With neuron masks ``keep[u, v]`` becomes ``keep[u, v] * neurons[u]`` (elementwise over ``d``).
         Gradients always use the first form, whose value is exactly ``r`` at ``keep == 1``.
-        ``positions`` (``[R]``) restricts everything to one position per row (the logits).
+        ``positions`` (``[R]``) restricts everything to one position per row (the logits); ``circuits``
+        (indices into the stack) computes only those circuits' rows, in that order.
         """
         if not self._needs_correction(run, cols, prev):
             return None
@@ -438,7 +443,7 @@ class PatchingEngine:
             for index in run.attn_sums
         }
         pieces = []
-        for circuit in range(run.n_circuits):
+        for circuit in (range(run.n_circuits) if circuits is None else circuits.tolist()):
             block = slice(circuit * per_circuit, (circuit + 1) * per_circuit)
             edges = run.mask.edges if run.mask.n_circuits is None else run.mask.edges[circuit]
             neurons = run.mask.neurons
@@ -511,10 +516,12 @@ class PatchingEngine:
         }
         if run.skips_nodes:
             qkv_cols = per_kind_cols["q"] + per_kind_cols["k"] + per_kind_cols["v"]
-            live = self._live_sources(run, self.groups[1 + 2 * layer], qkv_cols, prev)
-            if not bool(live.all()):
-                return self._attention_of_heads(run, layer, live.nonzero().flatten(), resid, rotary,
-                                                pattern_mask, settings, per_kind_cols, prev, weights)
+            live = self._live_sources(run, self.groups[1 + 2 * layer], qkv_cols, prev)  # [C, H]
+            heads, circuits = live.any(0), live.any(1)
+            if not (bool(heads.all()) and bool(circuits.all())):
+                return self._attention_of_heads(run, layer, heads.nonzero().flatten(),
+                                                None if bool(circuits.all()) else circuits.nonzero().flatten(),
+                                                resid, rotary, pattern_mask, settings, per_kind_cols, prev, weights)
         per_head = run.grad_mode or on_receiver_grad is not None
         needs = {kind: per_head or self._needs_correction(run, cols, prev) for kind, cols in per_kind_cols.items()}
 
@@ -562,11 +569,12 @@ class PatchingEngine:
         z = multihead_attention(q, k, v, pattern_mask, settings, rotary)
         return torch.einsum("bhtk,hdk->bhtd", z, weights.wo)
 
-    def _attention_of_heads(self, run: _Run, layer: int, heads: Tensor, resid: Tensor, rotary, pattern_mask,
-                            settings, per_kind_cols: dict[str, list[int]], prev: int, weights) -> Tensor:
-        """Per-head outputs when only ``heads`` need computing (see :meth:`_live_sources`); every
-        other head outputs its ablated value. The live heads are computed one K/V input per query head,
-        from views of the K/V weights indexed by group.
+    def _attention_of_heads(self, run: _Run, layer: int, heads: Tensor, circuits: Tensor | None, resid: Tensor,
+                            rotary, pattern_mask, settings, per_kind_cols: dict[str, list[int]], prev: int,
+                            weights) -> Tensor:
+        """Per-head outputs when only ``heads`` need computing, and only in the rows of ``circuits`` (None:
+        every circuit); see :meth:`_live_sources`. Everything else outputs its ablated value. The live
+        heads are computed one K/V input per query head, from views of the K/V weights indexed by group.
         """
         rows = resid.shape[0]
         out = self._ablated_output(run, 1 + 2 * layer, rows, resid, units=self.adapter.n_heads).clone()
@@ -575,9 +583,13 @@ class PatchingEngine:
             return out
         index = heads.tolist()
         cols = [per_kind_cols[kind][h] for kind in ("q", "k", "v") for h in index]
-        inputs = self._destination_inputs(run, cols, prev, resid)
+        inputs = self._destination_inputs(run, cols, prev, resid, circuits=circuits)
+        selected = None if circuits is None else self._circuit_rows(run, circuits, rows)
+        if selected is not None:
+            pattern_mask = _select_rows(pattern_mask, selected, rows)
+            rotary = None if rotary is None else tuple(_select_rows(x, selected, rows) for x in rotary)
         if inputs is None:
-            inputs = resid.unsqueeze(0).expand(3 * n, -1, -1, -1)
+            inputs = _select_rows(resid, selected, rows).unsqueeze(0).expand(3 * n, -1, -1, -1)
         normed = self.adapter.attn_pre_norm(layer, inputs)
         kv_heads = heads // self.adapter.group_size
         projected = []
@@ -586,21 +598,49 @@ class PatchingEngine:
             projected.append(_project_head_major(normed[i * n : (i + 1) * n], weight[which],
                                                  None if bias is None else bias[which]))
         z = multihead_attention(*projected, pattern_mask, settings, rotary)
-        out[:, heads] = torch.einsum("bhtk,hdk->bhtd", z, weights.wo[heads])
+        head_out = torch.einsum("bhtk,hdk->bhtd", z, weights.wo[heads])
+        if selected is None:
+            out[:, heads] = head_out
+        else:
+            block = out[selected]
+            block[:, heads] = head_out
+            out[selected] = block
         return out
 
-    def _live_sources(self, run: _Run, source: SourceGroup, in_cols: list[int], prev: int) -> Tensor:
-        """Bool ``[U]``: which sources of the group must be computed (evaluation under a mask only).
+    def _mlp_of_circuits(self, run: _Run, layer: int, circuits: Tensor, cols: list[int], prev: int,
+                         resid: Tensor) -> Tensor:
+        """An MLP's output ``[R, 1, T, d]`` computed only in the rows of ``circuits``; the other circuits'
+        rows take its ablated value (see :meth:`_live_sources`)."""
+        rows = resid.shape[0]
+        out = self._ablated_output(run, 2 + 2 * layer, rows, resid).clone()
+        selected = self._circuit_rows(run, circuits, rows)
+        z = self._destination_inputs(run, cols, prev, resid, circuits=circuits)
+        z = resid[selected] if z is None else z[0]
+        out[selected] = self.adapter.mlp(layer, z).unsqueeze(1)
+        return out
 
-        Not a source none of whose outgoing edges any circuit keeps: every destination reads its ablated
+    @staticmethod
+    def _circuit_rows(run: _Run, circuits: Tensor, rows: int) -> Tensor:
+        """Row indices of the given stacked circuits (rows are circuit-major blocks of the batch)."""
+        per_circuit = rows // run.n_circuits
+        offsets = torch.arange(per_circuit, device=circuits.device)
+        return (circuits.unsqueeze(1) * per_circuit + offsets).flatten()
+
+    def _live_sources(self, run: _Run, source: SourceGroup, in_cols: list[int], prev: int) -> Tensor:
+        """Bool ``[C, U]``: which sources of the group each stacked circuit must compute (evaluation under
+        a mask only; ``C`` is 1 for a single circuit).
+
+        Not a source none of whose outgoing edges the circuit keeps: every destination reads its ablated
         value, so its own output only enters through ``D = a~ - a`` and setting ``a = a~`` is exact (any
         ablation). Under counterfactual patching, not one that keeps no *incoming* edge either: it reads
         exactly the counterfactual residual, so its output is the recorded counterfactual one.
+        Computing a source anyway is always exact, so a forward computes the union over its circuits, in
+        the rows of the circuits that need any of them.
         ``in_cols`` are the group's destination columns, kind-major (``[q heads, k heads, v heads]``).
         """
         live = self._any_kept_out(run, source)
         if run.reuses_ablated_outputs:
-            live &= self._any_kept(run, in_cols, prev).view(-1, source.size).any(0)
+            live &= self._any_kept(run, in_cols, prev).unflatten(-1, (-1, source.size)).any(-2)
         return live
 
     def _ablated_output(self, run: _Run, index: int, rows: int, like: Tensor, units: int = 1) -> Tensor:
@@ -611,14 +651,14 @@ class PatchingEngine:
         return _tile_rows(ablated, rows).expand(rows, units, *like.shape[1:])
 
     def _any_kept_out(self, run: _Run, source: SourceGroup) -> Tensor:
-        """Bool ``[U]``: does any circuit keep (part of) any outgoing edge of each source of the group?"""
+        """Bool ``[C, U]``: does each circuit keep (part of) any outgoing edge of each source of the group?"""
         kept = (run.mask.edges[..., source.start : source.stop, :] != 0).any(-1)
-        return kept.any(0) if kept.dim() == 2 else kept
+        return kept if kept.dim() == 2 else kept.unsqueeze(0)
 
     def _any_kept(self, run: _Run, cols: list[int], prev: int) -> Tensor:
-        """Bool ``[len(cols)]``: does any circuit keep (part of) any input edge of each destination?"""
+        """Bool ``[C, len(cols)]``: does each circuit keep (part of) any input edge of each destination?"""
         kept = (run.mask.edges[..., :prev, cols] != 0).any(-2)
-        return kept.any(0) if kept.dim() == 2 else kept
+        return kept if kept.dim() == 2 else kept.unsqueeze(0)
 
     def _group_inputs_identical(self, run: _Run, cols: list[int], prev: int) -> bool:
         """True when every query head of each K/V group reads the same (patched) input."""
@@ -661,6 +701,11 @@ def _tile_rows(x: Tensor, rows: int) -> Tensor:
     if x.shape[0] in (1, rows):
         return x.expand(rows, *x.shape[1:]) if x.shape[0] == 1 else x
     return x.repeat(rows // x.shape[0], *([1] * (x.dim() - 1)))
+
+
+def _select_rows(x: Tensor, selected: Tensor | None, rows: int) -> Tensor:
+    """``x`` at the ``selected`` rows when it has one per row (``rows``); a broadcast row is kept."""
+    return x if selected is None or x.shape[0] != rows else x[selected]
 
 
 def _at_positions(x: Tensor, positions: Tensor | None, dim: int = 1) -> Tensor:
