@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mibench.engine import CircuitMask, PatchingEngine
-from mibench.engine.ablation import Ablation, mean_ablation
+from mibench.engine.ablation import Ablation, mean_ablation, patching_with_clean_run
 from mibench.models.adapter import adapter_for
 from mibench.models.tiny import TINY_FAMILIES, tiny_model
 from tests import hf_oracles
@@ -80,6 +80,23 @@ def test_no_edges_kept_reproduces_counterfactual_logits(family):
         empty = engine.forward(clean, am, mask=CircuitMask.empty(engine.layout), ablation=ablation).logits
     assert _max_diff(empty, reference_cf, am) <= ATOL
     assert _max_diff(reference_clean, reference_cf, am) > 1e-2  # the check above is not vacuous
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_clean_and_counterfactual_recorded_in_one_forward_match_hf(family):
+    """The stacked clean + counterfactual run gives each run's own HF logits and recorded sources."""
+    engine = _engine(family)
+    clean, cf, am = _batch()
+    with torch.no_grad():
+        ablation, clean_out, cf_out = patching_with_clean_run(engine, clean, cf, am, logit_positions="all")
+        separate = Ablation.patching(engine, cf, am)
+        clean_sources = engine.forward(clean, am, record=True).sources
+    for ours, reference in ((clean_out.logits, _model(family)(clean, attention_mask=am).logits),
+                            (cf_out.logits, _model(family)(cf, attention_mask=am).logits)):
+        assert _max_diff(ours, reference.detach(), am) <= ATOL
+    torch.testing.assert_close(ablation.sources.stacked(), separate.sources.stacked(), atol=ATOL, rtol=0)
+    torch.testing.assert_close(clean_out.sources.stacked(), clean_sources.stacked(), atol=ATOL, rtol=0)
+    assert ablation.kind == "patching" and torch.equal(ablation.attention_mask, am)
 
 
 # -------------------------------------------------------------- node level

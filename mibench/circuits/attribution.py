@@ -41,7 +41,7 @@ from torch import Tensor
 
 from mibench.circuits.batches import CircuitBatch
 from mibench.circuits.metrics import logit_difference
-from mibench.engine.ablation import Ablation
+from mibench.engine.ablation import Ablation, patching_with_clean_run
 from mibench.engine.engine import PatchingEngine, SourceGroup
 from mibench.graph.graph import Graph
 from mibench.graph.layout import GraphLayout
@@ -87,11 +87,17 @@ def ablation_for_batch(engine: PatchingEngine, batch: CircuitBatch, kind: str, r
     raise ValueError(f"unknown ablation {kind!r} (patching, mean or zero)")
 
 
-def batch_activations(engine: PatchingEngine, batch: CircuitBatch, ablation: Ablation) -> BatchActivations:
-    """Clean source outputs from a dedicated no-grad forward, paired with the ablated ones."""
-    with torch.no_grad():
-        clean = engine.forward(batch.clean_ids, batch.attention_mask, record=True, logit_positions="none").sources
-    return pair_with_ablation(engine, clean.groups, ablation)
+def ablation_and_activations(engine: PatchingEngine, batch: CircuitBatch, kind: str,
+                             reference: Ablation | None) -> tuple[Ablation, BatchActivations]:
+    """The batch's ablation and its clean source outputs (from a dedicated no-grad forward) paired with the
+    ablated ones. Under patching the clean and counterfactual runs are one stacked forward."""
+    if kind == "patching":
+        ablation, clean, _ = patching_with_clean_run(engine, batch.clean_ids, batch.cf_ids, batch.attention_mask)
+    else:
+        ablation = ablation_for_batch(engine, batch, kind, reference)
+        with torch.no_grad():
+            clean = engine.forward(batch.clean_ids, batch.attention_mask, record=True, logit_positions="none")
+    return ablation, pair_with_ablation(engine, clean.sources.groups, ablation)
 
 
 def pair_with_ablation(engine: PatchingEngine, clean: list[Tensor], ablation: Ablation) -> BatchActivations:
@@ -466,9 +472,11 @@ def _accumulate(engine: PatchingEngine, batches: Iterable[CircuitBatch],
         for batch in batches:
             if before_batch is not None:
                 before_batch(batch)
-            batch_ablation = ablation_for_batch(engine, batch, ablation, reference)
             own_clean_run = interpolation == "none"
-            acts = None if own_clean_run else batch_activations(engine, batch, batch_ablation)
+            if own_clean_run:
+                batch_ablation, acts = ablation_for_batch(engine, batch, ablation, reference), None
+            else:
+                batch_ablation, acts = ablation_and_activations(engine, batch, ablation, reference)
             passes = _passes(engine, acts, interpolation, steps, rule, pooled,
                              points_per_pass=_points_per_pass(engine, batch, steps))
             passes_per_credit = sum(p.copies for p in passes) if (interpolation != "activations" or pooled) else steps

@@ -2,7 +2,8 @@
 
 Every non-circuit edge carries its counterfactual activation (MIB always evaluates with counterfactual
 patching, whatever ablation the method used for attribution). Per batch: one counterfactual forward
-(recorded; its logits give ``m(empty)``), one clean forward (``m(full)``), and one stacked forward in which
+(recorded; its logits give ``m(empty)``) and one clean forward (``m(full)``), run together as one forward
+of both inputs stacked, and one stacked forward in which
 each block of rows runs a different circuit. Identical circuits (e.g. the signed and absolute rankings at
 100%) are evaluated once, and the complete and empty circuits are not run at all: the engine computes them
 exactly as the clean and counterfactual runs, whose logits are already there.
@@ -18,7 +19,7 @@ import torch
 
 from mibench.circuits.batches import CircuitBatch
 from mibench.circuits.metrics import logit_difference
-from mibench.engine.ablation import Ablation
+from mibench.engine.ablation import patching_with_clean_run
 from mibench.engine.engine import PatchingEngine
 from mibench.engine.masks import CircuitMask
 from mibench.graph.graph import Graph
@@ -77,11 +78,10 @@ def evaluate_circuits(
     with torch.no_grad():
         for batch in batches:
             positions = batch.last_positions
-            cf = engine.forward(batch.cf_ids, batch.attention_mask, record=True, logit_positions=positions)
-            ablation = Ablation("patching", cf.sources, batch.attention_mask.to(engine.device))
+            ablation, clean, cf = patching_with_clean_run(engine, batch.clean_ids, batch.cf_ids,
+                                                          batch.attention_mask, logit_positions=positions)
             empty.append(logit_difference(cf.logits, batch.answers, batch.cf_answers).cpu().numpy())
-            clean = engine.forward(batch.clean_ids, batch.attention_mask, logit_positions=positions).logits
-            full.append(logit_difference(clean, batch.answers, batch.cf_answers).cpu().numpy())
+            full.append(logit_difference(clean.logits, batch.answers, batch.cf_answers).cpu().numpy())
             if stacked is not None:
                 out = engine.forward(batch.clean_ids, batch.attention_mask, mask=stacked, ablation=ablation,
                                      logit_positions=positions)

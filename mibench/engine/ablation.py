@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from mibench.engine.engine import PatchingEngine, SourceActivations
+from mibench.engine.engine import EngineOutput, PatchingEngine, SourceActivations
 
 
 @dataclass
@@ -42,6 +42,38 @@ class Ablation:
         with torch.no_grad():
             out = engine.forward(cf_input_ids, attention_mask, record=True, logit_positions="none")
         return cls("patching", out.sources, attention_mask.to(engine.device))
+
+
+def patching_with_clean_run(
+    engine: PatchingEngine,
+    clean_input_ids: Tensor,
+    cf_input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    logit_positions: Tensor | str = "none",
+) -> tuple[Ablation, EngineOutput, EngineOutput]:
+    """Counterfactual patching and the clean run together: ``(ablation, clean output, counterfactual
+    output)``, both outputs with recorded sources and logits at ``logit_positions``.
+
+    The two inputs share one attention mask (patching needs equal lengths), so they run as one forward of
+    both stacked: the same arithmetic as two forwards, with half the per-call overhead that dominates
+    small models. Values agree with separate runs to float rounding.
+    """
+    batch = clean_input_ids.shape[0]
+    if attention_mask is None:
+        attention_mask = torch.ones_like(clean_input_ids)
+    if isinstance(logit_positions, Tensor):
+        logit_positions = logit_positions.repeat(2)
+    with torch.no_grad():
+        both = engine.forward(torch.cat([clean_input_ids, cf_input_ids]), attention_mask.repeat(2, 1), record=True,
+                              logit_positions=logit_positions)
+    halves = [
+        EngineOutput(None if both.logits is None else both.logits[rows],
+                     SourceActivations([g[rows] for g in both.sources.groups]))
+        for rows in (slice(0, batch), slice(batch, 2 * batch))
+    ]
+    ablation = Ablation("patching", halves[1].sources, attention_mask.to(engine.device))
+    return ablation, halves[0], halves[1]
 
 
 def mean_ablation(
