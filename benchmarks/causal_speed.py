@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"pyvene eval / mibench eval ({name})"] = (seconds[f"pyvene interchange eval ({name})"]
                                                               / seconds[f"mibench interchange eval ({name})"])
     print(f"model: {description}; {args.threads} threads; torch {torch.__version__}")
-    print(f"\n{'timing (median of ' + str(args.repeats) + ')':<60}{'seconds':>10}")
+    print(f"\n{'timing (best of >= ' + str(args.repeats) + ' runs)':<60}{'seconds':>10}")
     for name, value in seconds.items():
         print(f"  {name:<58}{value:>10.4f}")
     print(f"\n{'ratio':<70}{'value':>8}")

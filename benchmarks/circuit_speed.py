@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"model: {description}; {layout.n_layers} layers x {layout.n_heads} heads, d_model {layout.d_model}, "
           f"{layout.n_edges} edges; {args.threads} threads; torch {torch.__version__}")
-    print(f"\n{'timing (median of ' + str(args.repeats) + ')':<60}{'seconds':>10}")
+    print(f"\n{'timing (best of >= ' + str(args.repeats) + ' runs)':<60}{'seconds':>10}")
     for name, value in seconds.items():
         print(f"  {name:<58}{value:>10.3f}")
     print(f"\n{'ratio':<76}{'value':>8}")

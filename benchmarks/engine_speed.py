@@ -8,14 +8,14 @@ shape (12 layers, 12 heads, d_model 768, vocab 50257), batch 20 x 20 tokens, flo
     python benchmarks/engine_speed.py --layers 2      # quick smoke run
     python benchmarks/engine_speed.py --family llama  # a GQA family
 
-Timings are medians over ``--repeats`` runs after one warm-up. Run nothing else on the machine meanwhile.
+Timings are the best of at least ``--repeats`` runs (and one second of runs) after one warm-up; see
+:func:`timed`. Run nothing else on the machine meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -46,15 +46,24 @@ def build_model(family: str, layers: int, heads: int, width: int, vocab: int, dt
     return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` in seconds, after one warm-up call."""
+def timed(fn: Callable[[], object], repeats: int, min_seconds: float = 1.0) -> float:
+    """Best wall time of ``fn`` in seconds over at least ``repeats`` runs and ``min_seconds`` of running,
+    after one warm-up call.
+
+    The work is deterministic, so every run above the fastest measures interference (the OS, the other
+    core, memory traffic from elsewhere), not the code: the minimum is the stable statistic (as ``timeit``
+    recommends), and on a shared 2-core machine the median of a few runs of a 10 ms call moves by 30 %.
+    Short calls are repeated until ``min_seconds`` have passed (at most 200 runs) so they get as many
+    chances as long ones.
+    """
     fn()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - started < min_seconds and len(times) < 200):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def top_fraction_mask(scores: torch.Tensor, real: torch.Tensor, fraction: float) -> CircuitMask:
@@ -183,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
           f"vocab {args.vocab}; {layout.n_edges} edges; batch {args.batch} x {args.seq} tokens; float32; "
           f"{args.threads} threads; device {args.device}; torch {torch.__version__}")
     print()
-    print(f"{'timing (median of ' + str(args.repeats) + ')':<72}{'seconds':>10}")
+    print(f"{'timing (best of >= ' + str(args.repeats) + ' runs)':<72}{'seconds':>10}")
     for name, seconds in results.items():
         print(f"  {name:<70}{seconds:>10.3f}")
     print()

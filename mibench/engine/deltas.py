@@ -86,11 +86,14 @@ class DifferentiableDeltaStore:
         return torch.cat(pieces)[:prev]
 
 
-def weighted_sum(weights: Tensor, deltas: Tensor, *, sparse: bool) -> Tensor | None:
-    """``out[v] = sum_u weights[u, v] * deltas[u]`` -> ``[V, *deltas.shape[1:]]`` (None if all weights are 0).
+def weighted_sum(weights: Tensor, deltas: Tensor, *, sparse: bool, base: Tensor | None = None) -> Tensor | None:
+    """``out[v] = base + sum_u weights[u, v] * deltas[u]`` -> ``[V, *deltas.shape[1:]]`` (None if all weights
+    are 0, whatever ``base``).
 
-    ``weights`` is ``[U, V]`` and ``deltas`` ``[U, ...]``. With ``sparse``, only source rows with a nonzero
-    weight are multiplied (they are gathered first when fewer than half are active).
+    ``weights`` is ``[U, V]``, ``deltas`` ``[U, ...]`` and ``base`` (optional) shaped like one ``deltas[u]``;
+    it is added inside the matrix product, which saves a pass over the (large) output. With ``sparse``,
+    only source rows with a nonzero weight are multiplied (they are gathered first when fewer than half
+    are active).
     """
     if sparse:
         active = (weights != 0).any(-1)
@@ -102,6 +105,10 @@ def weighted_sum(weights: Tensor, deltas: Tensor, *, sparse: bool) -> Tensor | N
     flat = deltas.reshape(deltas.shape[0], -1)
     if weights.requires_grad and not deltas.requires_grad:
         product = _ProductWithFrozenDeltas.apply(weights, flat)
+        if base is not None:
+            product = product + base.reshape(1, -1)
+    elif base is not None:
+        product = torch.addmm(base.reshape(1, -1), weights.transpose(0, 1), flat)
     else:
         product = weights.transpose(0, 1) @ flat
     return product.view(weights.shape[1], *deltas.shape[1:])

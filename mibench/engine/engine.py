@@ -464,23 +464,29 @@ class PatchingEngine:
                 deltas = deltas.clone()  # the products below save it; the buffer keeps being written
             dropped = deltas * (1 - neurons)[:, None, None, :]
             deltas_kept = deltas - dropped
-        weights = keep if from_ablated else 1 - keep
+        weights = -keep if from_ablated else 1 - keep  # signed: the ablated residual loses the kept deltas
         source = deltas_kept if (from_ablated and neurons is not None) else deltas
+        base = ablated_resid if from_ablated else resid
 
-        def contribution(rows: slice | Tensor) -> Tensor | None:
-            """Signed sum over source ``rows``: the destination input is ``base + contribution``."""
-            part = weighted_sum(weights[rows], source[rows], sparse=sparse)
+        def contribution(rows: slice | Tensor, plus: Tensor | None = None) -> Tensor | None:
+            """Signed sum over source ``rows`` (plus ``plus``, fused into the product when given): the
+            destination input is ``base + contribution``."""
+            part = weighted_sum(weights[rows], source[rows], sparse=sparse, base=plus)
             if neurons is not None and not from_ablated:  # kept edges still drop unselected dimensions
                 extra = weighted_sum(keep[rows], dropped[rows], sparse=sparse)
                 part = extra if part is None else part.add_(extra)
-            return part.neg_() if from_ablated and part is not None else part
+            return part
 
         # Additive sources in one product; each non-additive attention layer is mixed before its norm.
         post_groups = [g for i, g in enumerate(self.groups) if i in run.attn_sums and g.start < keep.shape[0]]
         additive = torch.ones(keep.shape[0], dtype=torch.bool, device=keep.device)
         for g in post_groups:
             additive[g.start : g.stop] = False
-        total = contribution(additive if post_groups else slice(None))
+        # The base rides along in the first product (no separate pass over the output) when nothing else
+        # can make that product empty while leaving a contribution.
+        fuse_base = neurons is None
+        total = contribution(additive if post_groups else slice(None), base if fuse_base else None)
+        has_base = fuse_base and total is not None
         for g in post_groups:
             part = contribution(slice(g.start, g.stop))
             if part is None:
@@ -489,10 +495,9 @@ class PatchingEngine:
             attn_sum, received = (x[block] for x in sums)
             mixed = self.adapter.attn_post(g.layer, attn_sum + part) - received
             total = mixed if total is None else total.add_(mixed)
-        base = ablated_resid if from_ablated else resid
         if total is None:
             return base.unsqueeze(0).expand(keep.shape[1], *base.shape)
-        return total.add_(base)
+        return total if has_base else total.add_(base)
 
     def _mostly_ablated(self, keep: Tensor, neurons: Tensor | None) -> bool:
         """True when fewer source rows carry kept edges than carry ablated ones."""
