@@ -12,11 +12,14 @@
 
 Run nothing else on the machine meanwhile (2 cores: a second torch job distorts every number).
 
-On a CPU the ten-size ratio has a floor near 4 at GPT-2-small scale: from the 5 % circuit upwards every
+Times are the best of ``--repeats`` interleaved rounds (see ``engine_speed.best_times``).
+
+On a CPU the ten-size ratio has a floor above 4 at GPT-2-small scale: from the 5 % circuit upwards every
 MLP and nearly every head keeps an incoming and an outgoing edge, so each of the 5/10/20/50 % circuits
-costs a forward's layer arithmetic (about 0.69 of an HF forward, which also unembeds every position), and
-the counterfactual and clean runs add two more. The complete and empty circuits are free (they are the
-clean and counterfactual runs). README.md lists the measured values.
+costs a forward's layer arithmetic (about 0.7 of an HF forward, which also unembeds every position) plus
+its per-destination input sums, and the counterfactual and clean runs (one stacked forward) add about one
+more. The complete and empty circuits are free (they are the clean and counterfactual runs). README.md
+lists the measured values.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_speed import build_model, timed  # noqa: E402
+from engine_speed import best_times, build_model  # noqa: E402
 
 from mibench.circuits.attribution import attribute  # noqa: E402
 from mibench.circuits.batches import CircuitBatch, build_batches  # noqa: E402
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--seq", type=int, default=20, help="tokens per prompt for the random model")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds (default: 3)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -80,26 +83,28 @@ def main(argv: list[str] | None = None) -> int:
     rows = torch.arange(batch.size)
     last = batch.last_positions
 
-    seconds: dict[str, float] = {}
-    with torch.no_grad():
-        seconds["hf_forward"] = timed(lambda: model(batch.clean_ids, attention_mask=batch.attention_mask), args.repeats)
     for p in model.parameters():
         p.requires_grad_(False)
     embeds = model.get_input_embeddings()(batch.clean_ids).detach()
+
+    def hf_forward():
+        with torch.no_grad():
+            model(batch.clean_ids, attention_mask=batch.attention_mask)
 
     def hf_forward_backward():
         logits = model(inputs_embeds=embeds.clone().requires_grad_(), attention_mask=batch.attention_mask).logits
         (logits[rows, last, batch.answers] - logits[rows, last, batch.cf_answers]).sum().backward()
 
-    seconds["hf_forward_backward_frozen"] = timed(hf_forward_backward, args.repeats)
-    seconds["eap"] = timed(lambda: attribute(engine, [batch]), args.repeats)
-    seconds["eap_ig_inputs_5"] = timed(lambda: attribute(engine, [batch], interpolation="inputs", steps=5),
-                                       args.repeats)
     graph = attribute(engine, [batch])
     ten = circuits_at_sizes(graph, absolute=True)
-    seconds["ten_sizes"] = timed(lambda: evaluate_circuits(engine, [batch], ten), args.repeats)
-    seconds["scorer_both_rankings"] = timed(lambda: score_attribution(engine, [batch], graph, bootstrap=0),
-                                            args.repeats)
+    seconds = best_times({
+        "hf_forward": hf_forward,
+        "hf_forward_backward_frozen": hf_forward_backward,
+        "eap": lambda: attribute(engine, [batch]),
+        "eap_ig_inputs_5": lambda: attribute(engine, [batch], interpolation="inputs", steps=5),
+        "ten_sizes": lambda: evaluate_circuits(engine, [batch], ten),
+        "scorer_both_rankings": lambda: score_attribution(engine, [batch], graph, bootstrap=0),
+    }, args.repeats)
 
     fwd, fwd_bwd = seconds["hf_forward"], seconds["hf_forward_backward_frozen"]
     ratios = {
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"model: {description}; {layout.n_layers} layers x {layout.n_heads} heads, d_model {layout.d_model}, "
           f"{layout.n_edges} edges; {args.threads} threads; torch {torch.__version__}")
-    print(f"\n{'timing (best of >= ' + str(args.repeats) + ' runs)':<60}{'seconds':>10}")
+    print(f"\n{'timing (best of ' + str(args.repeats) + ' interleaved rounds)':<60}{'seconds':>10}")
     for name, value in seconds.items():
         print(f"  {name:<58}{value:>10.3f}")
     print(f"\n{'ratio':<76}{'value':>8}")

@@ -46,9 +46,9 @@ def build_model(family: str, layers: int, heads: int, width: int, vocab: int, dt
     return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
 
 
-def timed(fn: Callable[[], object], repeats: int, min_seconds: float = 1.0) -> float:
+def timed(fn: Callable[[], object], repeats: int, min_seconds: float = 1.0, *, warmup: bool = True) -> float:
     """Best wall time of ``fn`` in seconds over at least ``repeats`` runs and ``min_seconds`` of running,
-    after one warm-up call.
+    after one warm-up call (unless ``warmup`` is off).
 
     The work is deterministic, so every run above the fastest measures interference (the OS, the other
     core, memory traffic from elsewhere), not the code: the minimum is the stable statistic (as ``timeit``
@@ -56,7 +56,8 @@ def timed(fn: Callable[[], object], repeats: int, min_seconds: float = 1.0) -> f
     Short calls are repeated until ``min_seconds`` have passed (at most 200 runs) so they get as many
     chances as long ones.
     """
-    fn()
+    if warmup:
+        fn()
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < repeats or (time.perf_counter() - started < min_seconds and len(times) < 200):
@@ -64,6 +65,18 @@ def timed(fn: Callable[[], object], repeats: int, min_seconds: float = 1.0) -> f
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def best_times(fns: dict[str, Callable[[], object]], rounds: int, min_seconds: float = 0.25) -> dict[str, float]:
+    """:func:`timed` for several calls, interleaved: ``rounds`` rounds each time every call (at least once and
+    ``min_seconds``) and the best per call is kept. Interference on a shared machine comes in spells of
+    seconds; interleaving exposes numerator and denominator of a ratio to the same spells, so small
+    models' ratios are stable from one run of the script to the next."""
+    best = {name: float("inf") for name in fns}
+    for round_ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], timed(fn, 1, min_seconds, warmup=round_ == 0))
+    return best
 
 
 def top_fraction_mask(scores: torch.Tensor, real: torch.Tensor, fraction: float) -> CircuitMask:
@@ -86,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="keep repeating a call this long (default 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -103,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         def wrapped():
             fn()
             sync()
-        return timed(wrapped, args.repeats)
+        return timed(wrapped, args.repeats, args.min_seconds)
 
     results: dict[str, float] = {}
     with torch.no_grad():

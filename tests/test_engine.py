@@ -526,6 +526,14 @@ def test_mask_gradient_away_from_the_full_circuit():
 
 
 # ------------------------------------------------ skipping unreached nodes
+def _tiny_path_circuit(layout) -> CircuitMask:
+    """One path input -> a1.h2 (query) -> m2 -> logits: only m2 among the MLPs has a kept input edge."""
+    tiny = CircuitMask.empty(layout)
+    for source, destination in (("input", "a1.h2<q>"), ("a1.h2", "m2"), ("m2", "logits")):
+        tiny.edges[layout.forward_names.index(source), layout.backward_names.index(destination)] = 1
+    return tiny
+
+
 def _count_mlp_calls(engine, monkeypatch) -> dict[str, int]:
     """Count the engine's MLP evaluations (``calls["mlp"]``), to prove which nodes it skipped."""
     calls = {"mlp": 0}
@@ -548,9 +556,7 @@ def test_nodes_without_kept_inputs_reuse_counterfactual_outputs_exactly(family, 
     engine = _engine(family)
     layout = engine.layout
     clean, cf, am = _batch(seed=16)
-    tiny = CircuitMask.empty(layout)
-    for source, destination in (("input", "a1.h2<q>"), ("a1.h2", "m2"), ("m2", "logits")):
-        tiny.edges[layout.forward_names.index(source), layout.backward_names.index(destination)] = 1
+    tiny = _tiny_path_circuit(layout)
     circuits = [tiny, _random_mask(layout, 17, density=0.02)]
     calls = _count_mlp_calls(engine, monkeypatch)
     with torch.no_grad():
@@ -580,9 +586,7 @@ def test_stacked_circuits_compute_nodes_only_in_the_rows_that_need_them(family, 
     engine = _engine(family)
     layout = engine.layout
     clean, cf, am = _batch(seed=21)
-    tiny = CircuitMask.empty(layout)
-    for source, destination in (("input", "a1.h2<q>"), ("a1.h2", "m2"), ("m2", "logits")):
-        tiny.edges[layout.forward_names.index(source), layout.backward_names.index(destination)] = 1
+    tiny = _tiny_path_circuit(layout)
     dense = _random_mask(layout, 22, density=0.6)
     mlp_rows: list[tuple[int, int]] = []
     head_rows: list[int] = []

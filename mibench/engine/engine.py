@@ -9,16 +9,19 @@ engine computes it as a correction to the ordinary residual stream ``r`` of the 
 
     z_v = r + sum_u (1 - keep[u, v]) * D_u,        D_u = a~_u - a_u
 
-so no ``[sources x receivers x batch x positions x d_model]`` tensor is ever built: for each block of
-(source group, destination group) one matrix product contracts the ``[U, V]`` keep-mask with the
-``[B, U, T*d]`` buffer of that source group. When most sources of a block are ablated the engine uses the
-equivalent ``sum_u D_u - sum_u keep[u, v] * D_u`` instead and multiplies only the kept rows, so sparse
-circuits cost little. Destinations that need no correction take the shared residual stream and the
-model's own fused projections, so an all-live mask costs one ordinary forward.
+so no ``[sources x receivers x batch x positions x d_model]`` tensor is ever built: for each destination
+group one matrix product (with the residual added inside it) contracts the ``[U, V]`` keep-mask with the
+source-major ``[U, B*T*d]`` buffer of deltas (see :mod:`mibench.engine.deltas`), and writes the inputs
+destination-major, ``[V, B, T, d]``, which the per-head normalisation and projections read in place. When
+most sources are ablated the engine uses the equivalent form starting from the ablated residual,
+``r~ - sum_u keep[u, v] * D_u``, and multiplies only the kept rows, so sparse circuits cost little.
+Destinations that need no correction take the shared residual stream and the model's own fused
+projections, so an all-live mask costs one ordinary forward.
 
 Under counterfactual patching a node whose inputs keep no edge reads exactly the counterfactual residual,
 so its recorded output is reused rather than recomputed; small circuits therefore cost a fraction of a
-forward.
+forward. With stacked circuits this is decided per circuit: a node is computed only in the rows of the
+circuits that need it.
 
 The mask may be differentiable: with ``keep`` all ones and ``requires_grad``, ``-d metric / d keep`` is
 exactly the edge attribution ``(a~_u - a_u) . dL/dz_v`` of EAP, computed without materialising per-edge

@@ -1,0 +1,35 @@
+"""The benchmark scripts run end to end (on tiny shapes), so they cannot rot between measurements."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(script: str, *args: str, tmp_path: Path) -> dict:
+    out = tmp_path / "result.json"
+    subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--json", str(out)], check=True,
+                   capture_output=True, text=True, timeout=600)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_engine_benchmark_reports_every_ratio(tmp_path):
+    result = _run("engine_speed.py", "--layers", "2", "--heads", "2", "--width", "32", "--vocab", "64",
+                  "--repeats", "1", "--min-seconds", "0", tmp_path=tmp_path)
+    assert all(value > 0 for value in result["seconds"].values())
+    assert any("random 5% circuit" in name for name in result["ratios"])
+    assert any("one by one (MIB-style" in name for name in result["ratios"])
+
+
+@pytest.mark.slow
+def test_circuit_benchmark_on_an_embedded_model(tmp_path):
+    result = _run("circuit_speed.py", "--model", "gpt2-tasks", "--repeats", "1", tmp_path=tmp_path)
+    assert set(result["seconds"]) >= {"hf_forward", "eap", "eap_ig_inputs_5", "ten_sizes"}
+    assert all(value > 0 for value in result["ratios"].values())
