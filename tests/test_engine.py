@@ -367,6 +367,39 @@ def test_grouped_kv_optimisation_gives_identical_results(family, monkeypatch):
 
 # ------------------------------------------------------------- gradients
 @pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_unpatched_receiver_gradients_equal_the_per_head_copies(family):
+    """Attribution's unpatched forward normalises each layer's residual once and takes per-head receiver
+    gradients as batched norm VJPs. They must equal the general path, where every head reads its own
+    normalised copy (forced here by a differentiable all-ones mask)."""
+    model = tiny_model(family, n_layers=2, dtype=torch.float64)
+    engine = PatchingEngine(adapter_for(model))
+    clean, cf, am = _batch(seed=12)
+    ablation = Ablation.patching(engine, cf, am)
+    target = clean[:, 0]
+
+    def receiver_grads(mask) -> dict:
+        grads: dict = {}
+        with engine.frozen_parameters():
+            def edit(group, output):
+                return output.detach().requires_grad_(True) if group.kind == "input" else output
+            out = engine.forward(clean, am, mask=mask, ablation=None if mask is None else ablation,
+                                 logit_positions="last", edit_sources=edit,
+                                 on_receiver_grad=lambda kind, layer, g: grads.__setitem__((kind, layer), g))
+            out.logits.log_softmax(-1).gather(1, target[:, None]).sum().backward()
+        return grads
+
+    shared = receiver_grads(None)
+    per_head = receiver_grads(CircuitMask.full(engine.layout, requires_grad=True, dtype=torch.float64))
+    n_layers = engine.layout.n_layers
+    assert shared.keys() == per_head.keys() and len(shared) == 3 * n_layers + n_layers + 1  # q/k/v, MLPs, logits
+    # HF's RMSNorm (Llama, Qwen2, Gemma-2) computes in float32 even in a float64 model: the two paths then
+    # agree to float32 rounding only.
+    atol, rtol = (1e-10, 1e-8) if family == "gpt2" else (1e-7, 1e-5)  # gradients here are ~0.1
+    for key in shared:
+        torch.testing.assert_close(shared[key], per_head[key], atol=atol, rtol=rtol, msg=str(key))
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_mask_gradient_is_the_edge_derivative(family):
     """d metric / d keep[u, v] by autograd equals central finite differences, and equals the
     contraction of (a~_u - a_u) with the receiver gradient exposed through ``on_receiver_grad``."""

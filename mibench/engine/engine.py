@@ -43,6 +43,7 @@ from torch import Tensor
 from mibench.engine.attention import attention_pattern_mask, multihead_attention
 from mibench.engine.deltas import BufferDeltaStore, DifferentiableDeltaStore, weighted_sum
 from mibench.engine.masks import CircuitMask
+from mibench.engine.receiver_grads import SharedInputProjection
 from mibench.graph.graph import real_edge_mask
 from mibench.graph.layout import GraphLayout
 from mibench.models.adapter import ModelAdapter
@@ -543,10 +544,16 @@ class PatchingEngine:
                        and self._group_inputs_identical(run, per_kind_cols[kind], prev))
                 for kind in ("q", "k", "v")
             }
+            # Unpatched with receiver gradients (attribution): kinds whose heads each have their own weight
+            # read the one shared input; only their backward is per head (see receiver_grads).
+            shared_grad = set()
+            if (on_receiver_grad is not None and not run.patched and resid.requires_grad
+                    and not any(p.requires_grad for p in adapter.model.parameters())):
+                shared_grad = {"q"} if group_size > 1 else {"q", "k", "v"}
             cols: list[int] = []
             spans: dict[str, slice] = {}
             for kind in ("q", "k", "v"):
-                if not needs[kind]:
+                if not needs[kind] or kind in shared_grad:
                     continue
                 kind_cols = per_kind_cols[kind][::group_size] if grouped[kind] else per_kind_cols[kind]
                 spans[kind] = slice(len(cols), len(cols) + len(kind_cols))
@@ -554,8 +561,21 @@ class PatchingEngine:
             inputs = self._destination_inputs(run, cols, prev, resid) if cols else None
             projected = {}
             shared_normed = None
-            for kind, weight, bias in (("q", weights.wq, weights.bq), ("k", weights.wk, weights.bk),
-                                       ("v", weights.wv, weights.bv)):
+            by_kind = {"q": (weights.wq, weights.bq), "k": (weights.wk, weights.bk), "v": (weights.wv, weights.bv)}
+            if shared_grad:
+                kinds = [kind for kind in ("q", "k", "v") if kind in shared_grad]
+
+                def report(grads: list[Tensor], kinds=kinds, layer=layer) -> None:
+                    for kind, grad in zip(kinds, grads, strict=True):
+                        on_receiver_grad(kind, layer, grad)
+
+                outputs = SharedInputProjection.apply(
+                    resid, lambda x, layer=layer: adapter.attn_pre_norm(layer, x), report,
+                    *(tensor for kind in kinds for tensor in by_kind[kind]))
+                projected.update(zip(kinds, outputs, strict=True))
+            for kind, (weight, bias) in by_kind.items():
+                if kind in shared_grad:
+                    continue
                 if kind in spans:
                     if inputs is not None:
                         z = inputs[spans[kind]]
