@@ -25,7 +25,9 @@ circuits that need it.
 
 The mask may be differentiable: with ``keep`` all ones and ``requires_grad``, ``-d metric / d keep`` is
 exactly the edge attribution ``(a~_u - a_u) . dL/dz_v`` of EAP, computed without materialising per-edge
-tensors. Several circuits can be evaluated in one call (a ``[C, n_forward, n_backward]`` mask): rows are circuit-major
+tensors. Attribution itself runs unpatched and reads ``dL/dz_v`` through ``on_receiver_grad``; there the
+heads of a layer share one normalised input and their per-head gradients come from a batched norm VJP
+(:mod:`mibench.engine.receiver_grads`). Several circuits can be evaluated in one call (a ``[C, n_forward, n_backward]`` mask): rows are circuit-major
 copies of the batch, and the ablated activations are shared across circuits. The engine evaluates as many
 circuits per forward as fit ``max_delta_bytes``.
 """
