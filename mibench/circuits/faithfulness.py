@@ -1,12 +1,12 @@
 """Evaluate many circuits on a task split: per-example logit differences, all circuits batched.
 
 Every non-circuit edge carries its counterfactual activation (MIB always evaluates with counterfactual
-patching, whatever ablation the method used for attribution). Per batch: one counterfactual forward
-(recorded; its logits give ``m(empty)``) and one clean forward (``m(full)``), run together as one forward
-of both inputs stacked, and one stacked forward in which
-each block of rows runs a different circuit. Identical circuits (e.g. the signed and absolute rankings at
-100%) are evaluated once, and the complete and empty circuits are not run at all: the engine computes them
-exactly as the clean and counterfactual runs, whose logits are already there.
+patching, whatever ablation the method used for attribution). Per batch: one forward of the clean and
+counterfactual inputs stacked (the counterfactual half is recorded; the logits give ``m(full)`` and
+``m(empty)``), and one stacked forward in which each block of rows runs a different circuit. Identical
+circuits (e.g. the signed and absolute rankings at 100%) are evaluated once, and the complete and empty
+circuits are not run at all: the engine computes them exactly as the clean and counterfactual runs, whose
+logits are already there.
 """
 
 from __future__ import annotations

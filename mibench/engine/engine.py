@@ -27,8 +27,10 @@ The mask may be differentiable: with ``keep`` all ones and ``requires_grad``, ``
 exactly the edge attribution ``(a~_u - a_u) . dL/dz_v`` of EAP, computed without materialising per-edge
 tensors. Attribution itself runs unpatched and reads ``dL/dz_v`` through ``on_receiver_grad``; there the
 heads of a layer share one normalised input and their per-head gradients come from a batched norm VJP
-(:mod:`mibench.engine.receiver_grads`). Several circuits can be evaluated in one call (a ``[C, n_forward, n_backward]`` mask): rows are circuit-major
-copies of the batch, and the ablated activations are shared across circuits. The engine evaluates as many
+(:mod:`mibench.engine.receiver_grads`).
+
+Several circuits can be evaluated in one call (a ``[C, n_forward, n_backward]`` mask): rows are
+circuit-major copies of the batch, and the ablated activations are shared across circuits. The engine evaluates as many
 circuits per forward as fit ``max_delta_bytes``.
 """
 
@@ -124,6 +126,9 @@ class _Run:
     n_circuits: int
     grad_mode: bool
     store: BufferDeltaStore | DifferentiableDeltaStore | None = None
+    #: Unpatched with receiver gradients and frozen weights (attribution): heads of a layer read one
+    #: normalised input and get their per-head gradients from a batched norm VJP (see receiver_grads).
+    shares_receiver_inputs: bool = False
     #: Patching with the counterfactual's own attention mask: nodes with no kept input edge output
     #: exactly their recorded counterfactual value and are not recomputed.
     reuses_ablated_outputs: bool = False
@@ -333,7 +338,8 @@ class PatchingEngine:
                      want_receiver_grads: bool) -> _Run:
         batch = attention_mask.shape[0]
         if mask is None:
-            return _Run(None, None, 1, want_receiver_grads)
+            return _Run(None, None, 1, want_receiver_grads,
+                        shares_receiver_inputs=want_receiver_grads and not self._trains_parameters())
         mask.check_layout(self.layout)
         if ablation is None:
             raise ValueError("a circuit mask needs an ablation (patching, mean or zero) for its ablated edges")
@@ -374,6 +380,9 @@ class PatchingEngine:
             return False
         if ablation.sources is not None and any(g.requires_grad for g in ablation.sources.groups):
             return True
+        return self._trains_parameters()
+
+    def _trains_parameters(self) -> bool:
         return any(p.requires_grad for p in self.adapter.model.parameters())
 
     def is_complete(self, mask: CircuitMask) -> bool:
@@ -549,8 +558,7 @@ class PatchingEngine:
             # Unpatched with receiver gradients (attribution): kinds whose heads each have their own weight
             # read the one shared input; only their backward is per head (see receiver_grads).
             shared_grad = set()
-            if (on_receiver_grad is not None and not run.patched and resid.requires_grad
-                    and not any(p.requires_grad for p in adapter.model.parameters())):
+            if run.shares_receiver_inputs and resid.requires_grad:
                 shared_grad = {"q"} if group_size > 1 else {"q", "k", "v"}
             cols: list[int] = []
             spans: dict[str, slice] = {}
@@ -763,31 +771,13 @@ def _add(a: Tensor | None, b: Tensor | None, *, like: Tensor) -> Tensor:
     return present[0] if len(present) == 1 else present[0] + present[1]
 
 
-def _project_per_head(normed: Tensor, weight: Tensor, bias: Tensor | None, *, grouped: bool) -> Tensor:
-    """Project per-head inputs ``[R, n, T, d]`` with per-head weights.
-
-    ``grouped``: input ``n`` equals the weight's head count (one input per query head for q, or per K/V
-    head for grouped k/v). Otherwise the input has one row per *query* head and the weight one per K/V
-    head: query head ``h`` uses K/V weight ``h // group`` (a view, never a copy of the weight).
-    """
-    if grouped or normed.shape[1] == weight.shape[0]:
-        out = torch.einsum("bhtd,hkd->bhtk", normed, weight)
-        return out if bias is None else out + bias[None, :, None, :]
-    n_kv = weight.shape[0]
-    per_group = normed.unflatten(1, (n_kv, normed.shape[1] // n_kv))
-    out = torch.einsum("bngtd,nkd->bngtk", per_group, weight)
-    if bias is not None:
-        out = out + bias[None, :, None, None, :]
-    return out.flatten(1, 2)
-
-
 def _project_head_major(normed: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """Project head-major inputs ``[n, R, T, d]`` with per-head weights ``[n_w, dh, d]`` -> ``[R, n, T, dh]``.
 
     ``n`` equals ``n_w`` (one input per weight head) or is a multiple of it: one input per *query* head
     with grouped K/V weights, query head ``h`` using weight ``h // (n / n_w)``. Either way the inputs of
-    one weight head are one contiguous block, so a single batched product reads them in place (the
-    ``[R, n, T, d]`` layout needed a transposing copy of every input first).
+    one weight head are one contiguous block, so a single batched product reads them in place (other
+    layouts are copied into it first).
     """
     n, rows, seq, width = normed.shape
     n_w = weight.shape[0]

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from mibench.engine.ablation import Ablation
 from mibench.engine.attention import apply_rotary, attention_pattern_mask
-from mibench.engine.engine import PatchingEngine, _project_per_head, _sum_heads
+from mibench.engine.engine import PatchingEngine, _project_head_major, _sum_heads
 from mibench.errors import MibenchError
 from mibench.graph.graph import real_edge_mask
 
@@ -187,9 +187,10 @@ class PositionalPatcher:
         cols = list(range(start, start + 3 * n_heads))
         z = inputs(cols, layout.attn_prev_index(layer), resid)  # [R, 3H, T, d]
         normed = adapter.attn_pre_norm(layer, z)
-        q = _project_per_head(normed[:, :n_heads], weights.wq, weights.bq, grouped=True)
-        k = _project_per_head(normed[:, n_heads:2 * n_heads], weights.wk, weights.bk, grouped=False)
-        v = _project_per_head(normed[:, 2 * n_heads:], weights.wv, weights.bv, grouped=False)
+        per_head = normed.transpose(0, 1)  # head-major [3H, R, T, d] (copied per kind by the projection)
+        q = _project_head_major(per_head[:n_heads], weights.wq, weights.bq)
+        k = _project_head_major(per_head[n_heads:2 * n_heads], weights.wk, weights.bk)
+        v = _project_head_major(per_head[2 * n_heads:], weights.wv, weights.bv)
         rows = q.shape[0]
         if ablated_kv is None:
             k_abl, v_abl = torch.zeros_like(k), torch.zeros_like(v)
