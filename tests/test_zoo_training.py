@@ -59,11 +59,45 @@ def test_training_stream_never_yields_a_held_out_split_key():
 
     stream = train_items(load_task("arithmetic_addition"), random.Random(0))
     for _ in range(300):
-        prompt, answer = next(stream)
+        prompt, answer, _ = next(stream)
         a, b = sorted(int(x) for x in re.findall(r"\d+", prompt))
         assert partition_of("arithmetic_addition", f"{a}|{b}") == "train" and int(answer) == a + b
     stream = train_items(load_task("mcqa"), random.Random(0))
     for _ in range(300):
-        prompt, _ = next(stream)
+        prompt, _, _ = next(stream)
         obj, color = re.match(r"Question: The (\w+) is (\w+)\.", prompt).groups()
         assert partition_of("mcqa", f"{obj}|{color}") == "train"
+
+
+def test_contained_induction_prompts_are_train_keyed_prefixes_supervised_at_their_last_tokens():
+    import random
+
+    from mibench.data.splits import partition_of
+    from mibench.zoo.train import Stream, train_items
+
+    task = load_task("induction")
+    for example in task.examples("train", 40):
+        copy_len = example.variables["copy_index"]
+        contained = task.contained_prompts(example)
+        assert len(contained) == copy_len - 2  # every shorter valid repeat, 2 <= j < m
+        for key, prompt, answer in contained:
+            assert example.prompt.startswith(prompt + " ")
+            words = prompt.split(" ")
+            query, expected = key.split("|")
+            assert words[-1] == query and answer == " " + expected
+            assert words.index(query) + 1 < len(words) and words[words.index(query) + 1] == expected
+
+    items = train_items(task, random.Random(0), contained=True)
+    drawn = [next(items) for _ in range(200)]
+    assert sum(len(inner) for _, _, inner in drawn) > 100
+    assert all(partition_of("induction", f"{p.split()[-1]}|{a.strip()}") == "train" for _, _, inner in drawn for p, a in inner)
+
+    examples = task.examples("train", 200)
+    tokenizer = build_tokenizer(words_of(examples))
+    stream = Stream(train_items(task, random.Random(0), contained=True), tokenizer, random.Random(1), buffer=8)
+    data = stream.take(64)
+    for row, extra in zip(data.prompts, data.extra):
+        words = tokenizer.convert_ids_to_tokens(row[1:])
+        for position, target in extra:  # the token at `position` is the query; the answer follows its first occurrence
+            query = words[position - 1]
+            assert tokenizer.convert_ids_to_tokens(target) == words[words.index(query) + 1]

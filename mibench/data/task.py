@@ -49,6 +49,16 @@ class Task:
         """One random example and its split key (the part that must not be shared across splits)."""
         raise NotImplementedError
 
+    def contained_prompts(self, example: Example) -> list[tuple[str, str, str]]:
+        """``(split key, prompt, answer)`` of every shorter prompt of this task that ``example.prompt`` begins
+        with (default: none).
+
+        Why: a causal LM computes every prefix of a prompt in the same forward pass, so the zoo trainer can
+        supervise these answers at their own last tokens for free (induction's shorter copies, for one).
+        Each carries its split key so that the trainer keeps only train-partition ones.
+        """
+        return []
+
     def causal_model(self) -> "CausalModel":
         """The task's high-level algorithm for the causal-variable track (tasks whose card has a
         ``causal`` section override this)."""

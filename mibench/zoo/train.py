@@ -45,7 +45,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -69,10 +69,15 @@ SAME_KEY_COUNTERFACTUALS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class TaskData:
-    """Token ids of one task's prompts (BOS first, unpadded) and their answer ids."""
+    """Token ids of one task's prompts (BOS first, unpadded) and their answer ids.
+
+    ``extra`` holds, per prompt, further ``(position, answer id)`` targets inside it: the last tokens of the
+    shorter task prompts it begins with (``--contained-prompts``); empty lists when there are none.
+    """
 
     prompts: list[list[int]]
     answers: list[int]
+    extra: list[list[tuple[int, int]]] = field(default_factory=list)
 
 
 def procedural_task_ids() -> list[str]:
@@ -81,13 +86,16 @@ def procedural_task_ids() -> list[str]:
 
 
 def model_config(arch: str, vocab_size: int, *, layers: int, width: int, heads: int, kv_heads: int,
-                 max_positions: int):
+                 max_positions: int, activation: str = "gelu_new"):
+    """A Hugging Face config of the zoo's shape. ``activation`` is GPT-2's MLP nonlinearity: ``gelu_new``
+    (GPT-2's own) and ``gelu_pytorch_tanh`` are the same tanh-GELU formula; HF evaluates the second as one
+    fused kernel, which makes a training step ~9 % faster."""
     from transformers import GPT2Config, LlamaConfig
 
     if arch == "gpt2":
         return GPT2Config(vocab_size=vocab_size, n_layer=layers, n_embd=width, n_head=heads,
                           n_positions=max_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                          bos_token_id=2, eos_token_id=2, pad_token_id=1)
+                          activation_function=activation, bos_token_id=2, eos_token_id=2, pad_token_id=1)
     if arch == "llama":
         return LlamaConfig(vocab_size=vocab_size, num_hidden_layers=layers, hidden_size=width,
                            num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=width // heads,
@@ -108,16 +116,27 @@ def task_data(tokenizer, examples, *, with_counterfactuals: bool) -> TaskData:
     return TaskData(prompts, answers)
 
 
-def train_items(task, rng: random.Random, cf_prob: float = 1.0) -> Iterator[tuple[str, str]]:
-    """An endless stream of (prompt, answer) from the task's train partition; each same-key counterfactual
-    of a drawn example follows it with probability ``cf_prob``."""
+#: One training prompt: its text, its answer, and the (prompt, answer) of the shorter prompts it begins with.
+Item = tuple[str, str, list[tuple[str, str]]]
+
+
+def train_items(task, rng: random.Random, cf_prob: float = 1.0, contained: bool = False) -> Iterator[Item]:
+    """An endless stream of (prompt, answer, contained prompts) from the task's train partition; each
+    same-key counterfactual of a drawn example follows it with probability ``cf_prob``.
+
+    With ``contained``, each clean prompt also carries the shorter prompts of the task that it begins with
+    (:meth:`~mibench.data.task.Task.contained_prompts`) whose split key is in the train partition, so they
+    are supervised in the same forward; held-out keys among them are dropped like any other.
+    """
     kinds = SAME_KEY_COUNTERFACTUALS.get(task.card.id, ())
     for example in partition_examples(task, rng, "train"):
-        yield example.prompt, example.answer
+        inner = [(prompt, answer) for key, prompt, answer in task.contained_prompts(example)
+                 if partition_of(task.card.id, key) == "train"] if contained else []
+        yield example.prompt, example.answer, inner
         for kind in kinds:
             cf = example.counterfactuals.get(kind)
             if cf is not None and cf.has_answer and rng.random() < cf_prob:
-                yield cf.prompt, cf.answer
+                yield cf.prompt, cf.answer, []
 
 
 def partition_examples(task, rng: random.Random, split: str) -> Iterator:
@@ -128,19 +147,19 @@ def partition_examples(task, rng: random.Random, split: str) -> Iterator:
             yield example
 
 
-def copy_items(words: list[str], rng: random.Random) -> Iterator[tuple[str, str]]:
+def copy_items(words: list[str], rng: random.Random) -> Iterator[Item]:
     while True:
         word = rng.choice(words)
-        yield COPY_TEMPLATE.format(word), " " + word
+        yield COPY_TEMPLATE.format(word), " " + word, []
 
 
 class Stream:
     """Draws tokenized sub-batches from an item stream, shuffling a small buffer so a clean prompt and its
     counterfactuals do not always land in the same sub-batch."""
 
-    def __init__(self, items: Iterator[tuple[str, str]], tokenizer, rng: random.Random, buffer: int = 512):
+    def __init__(self, items: Iterator[Item], tokenizer, rng: random.Random, buffer: int = 512):
         self.items, self.tokenizer, self.rng = items, tokenizer, rng
-        self.buffer: list[tuple[str, str]] = [next(items) for _ in range(buffer)]
+        self.buffer: list[Item] = [next(items) for _ in range(buffer)]
         self.cache: dict[str, int] = {}
         self.skipped = 0
 
@@ -151,20 +170,33 @@ class Stream:
             chosen.append(self.buffer[i])
             self.buffer[i] = next(self.items)
         bos, unk = self.tokenizer.bos_token_id, self.tokenizer.unk_token_id
-        ids = self.tokenizer([p for p, _ in chosen], add_special_tokens=False)["input_ids"]
-        prompts, answers = [], []
-        for row, (prompt, answer) in zip(ids, chosen):
-            if answer not in self.cache:
-                try:
-                    self.cache[answer] = answer_token(self.tokenizer, answer, prompt)
-                except TokenizationError:
-                    self.cache[answer] = unk
-            if self.cache[answer] == unk or unk in row:
+        ids = self.tokenizer([p for p, _, _ in chosen], add_special_tokens=False)["input_ids"]
+        inner = [p for _, _, contained in chosen for p, _ in contained]
+        inner_ids = iter(self.tokenizer(inner, add_special_tokens=False)["input_ids"] if inner else [])
+        prompts, answers, extra = [], [], []
+        for row, (prompt, answer, contained) in zip(ids, chosen):
+            targets = []
+            for inner_prompt, inner_answer in contained:
+                prefix = next(inner_ids)
+                if row[: len(prefix)] != prefix:
+                    raise ValueError(f"contained prompt {inner_prompt!r} does not tokenize as a prefix of {prompt!r}")
+                targets.append((len(prefix), self.answer_id(inner_answer, inner_prompt)))  # BOS shifts by one
+            if self.answer_id(answer, prompt) == unk or unk in row or any(t == unk for _, t in targets):
                 self.skipped += 1  # a word outside the vocabulary (collected from the card-sized splits)
                 continue
             prompts.append([bos] + list(row))
-            answers.append(self.cache[answer])
-        return TaskData(prompts, answers)
+            answers.append(self.answer_id(answer, prompt))
+            extra.append(targets)
+        return TaskData(prompts, answers, extra)
+
+    def answer_id(self, answer: str, prompt: str) -> int:
+        """The answer's single token id (``[UNK]`` for a word outside the vocabulary), cached."""
+        if answer not in self.cache:
+            try:
+                self.cache[answer] = answer_token(self.tokenizer, answer, prompt)
+            except TokenizationError:
+                self.cache[answer] = self.tokenizer.unk_token_id
+        return self.cache[answer]
 
 
 def batch_tensors(data: TaskData, indices: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -183,11 +215,18 @@ def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask, mask.sum(-1) - 1
 
 
-def last_logits(model, data: TaskData, pad_id: int) -> torch.Tensor:
-    """Logits at each prompt's last real token (the unembedding is applied there only, which is cheaper)."""
+def supervised_logits(model, data: TaskData, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and target ids at every supervised position: each prompt's last real token, then the extra
+    targets inside prompts (the unembedding is applied at those positions only, which is cheaper)."""
     ids, mask, last = batch_tensors(data, list(range(len(data.answers))), pad_id)
     hidden = model.base_model(ids, attention_mask=mask).last_hidden_state
-    return model.get_output_embeddings()(hidden[torch.arange(len(data.answers)), last])
+    rows, positions, targets = list(range(len(data.answers))), last.tolist(), list(data.answers)
+    for row, extra in enumerate(data.extra):
+        for position, target in extra:
+            rows.append(row)
+            positions.append(position)
+            targets.append(target)
+    return model.get_output_embeddings()(hidden[rows, positions]), torch.tensor(targets)
 
 
 @torch.no_grad()
@@ -266,7 +305,8 @@ def train(args: argparse.Namespace) -> dict:
     pad_id = tokenizer.pad_token_id
     eval_data = {t: {s: task_data(tokenizer, splits[t][s], with_counterfactuals=False) for s in EVAL_SPLITS}
                  for t in splits}
-    streams = {t: Stream(train_items(tasks[t], random.Random(f"{args.seed}:{t}"), args.cf_prob), tokenizer,
+    streams = {t: Stream(train_items(tasks[t], random.Random(f"{args.seed}:{t}"), args.cf_prob,
+                                     args.contained_prompts), tokenizer,
                          random.Random(f"{args.seed}:{t}:buffer")) for t in task_ids}
     answer_words = sorted({ex.answer.strip() for per in splits.values() for ex in per["train"]})
     copy_stream = Stream(copy_items(answer_words, random.Random(f"{args.seed}:copy")), tokenizer,
@@ -274,7 +314,7 @@ def train(args: argparse.Namespace) -> dict:
     longest = max(len(p) for per in eval_data.values() for d in per.values() for p in d.prompts)
 
     config = model_config(args.arch, len(tokenizer), layers=args.layers, width=args.width, heads=args.heads,
-                          kv_heads=args.kv_heads, max_positions=max(64, 2 * longest))
+                          kv_heads=args.kv_heads, max_positions=max(64, 2 * longest), activation=args.activation)
     model = AutoModelForCausalLM.from_config(config)
     if args.sinusoidal_positions:
         if args.arch != "gpt2":
@@ -302,12 +342,12 @@ def train(args: argparse.Namespace) -> dict:
             data = streams[t].take(sizes[t])
             if not data.answers:
                 continue
-            loss = torch.nn.functional.cross_entropy(last_logits(model, data, pad_id), torch.tensor(data.answers))
+            loss = torch.nn.functional.cross_entropy(*supervised_logits(model, data, pad_id))
             (loss * weights[t] * sizes[t] / total_weight).backward()
             losses[t] = loss.item()
         if copy_size:
             data = copy_stream.take(copy_size)
-            loss = torch.nn.functional.cross_entropy(last_logits(model, data, pad_id), torch.tensor(data.answers))
+            loss = torch.nn.functional.cross_entropy(*supervised_logits(model, data, pad_id))
             (loss * args.copy_weight).backward()
         if args.clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -392,10 +432,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--copy-fraction", type=float, default=0.0,
                         help="copy-sentence prompts per step, as a fraction of --batch-size (0 turns it off)")
     parser.add_argument("--copy-weight", type=float, default=0.1, help="loss weight of the copy sub-batch")
+    parser.add_argument("--activation", choices=("gelu_new", "gelu_pytorch_tanh"), default="gelu_new",
+                        help="GPT-2's MLP activation: the same tanh-GELU; gelu_pytorch_tanh runs fused (faster)")
     parser.add_argument("--sinusoidal-positions", action="store_true",
                         help="GPT-2: initialise the learned position embeddings with scaled sinusoids")
     parser.add_argument("--cf-prob", type=float, default=1.0,
                         help="probability that each same-key counterfactual of a drawn example is trained on")
+    parser.add_argument("--contained-prompts", action="store_true",
+                        help="also supervise the shorter train-partition task prompts each prompt begins with, "
+                             "at their own last tokens in the same forward (induction's shorter repeats)")
     parser.add_argument("--split-digits", action="store_true",
                         help="tokenize numbers inside prompts digit by digit (answers stay one token)")
     parser.add_argument("--threads", type=int, default=2)

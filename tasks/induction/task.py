@@ -12,6 +12,8 @@ token after its earlier occurrence, copy it), a different mechanism from IOI's o
   and without a leading space, so the prompts stay token-aligned for BPE tokenizers of that family.
 * Split key: the ordered (query, answer) pair at the induction point, so no test example asks for a
   transition seen in training; every noun still occurs in every split.
+* Contained prompts: a prompt with repeat length m begins with the prompts of the same list with every
+  shorter repeat ``2 <= j < m``; the zoo trainer supervises those too (see ``Task.contained_prompts``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ def render(words: list[str], copy_len: int) -> tuple[str, dict[str, Span]]:
     return " ".join(sequence), spans
 
 
+def split_key(words: list[str], copy_len: int) -> str:
+    """The ordered (query, answer) pair at the induction point."""
+    return f"{words[copy_len - 1]}|{words[copy_len]}"
+
+
 def variables(words: list[str], copy_len: int) -> dict[str, Any]:
     return {"answer": words[copy_len], "query": words[copy_len - 1], "copy_index": copy_len}
 
@@ -77,4 +84,12 @@ class InductionTask(Task):
             spans=spans,
             variables=variables(words, copy_len),
         )
-        return f"{words[copy_len - 1]}|{words[copy_len]}", example
+        return split_key(words, copy_len), example
+
+    def contained_prompts(self, example: Example) -> list[tuple[str, str, str]]:
+        """The same list with every shorter valid repeat (``MIN_COPY <= j < m``): the prompt's prefixes that
+        are themselves induction prompts, each with its own (query, answer) split key."""
+        sequence = example.prompt.split(" ")
+        copy_len = example.variables["copy_index"]
+        words = sequence[: len(sequence) - copy_len]
+        return [(split_key(words, j), render(words, j)[0], " " + words[j]) for j in range(MIN_COPY, copy_len)]
