@@ -101,3 +101,25 @@ def test_contained_induction_prompts_are_train_keyed_prefixes_supervised_at_thei
         for position, target in extra:  # the token at `position` is the query; the answer follows its first occurrence
             query = words[position - 1]
             assert tokenizer.convert_ids_to_tokens(target) == words[words.index(query) + 1]
+
+
+def test_repeat_lists_copy_any_word_and_never_use_an_induction_noun():
+    import random
+
+    from mibench.zoo.train import repeat_items
+
+    nouns = set().union(*(words_of(ex) for ex in load_task("induction").examples("train", 300)))
+    pool = sorted(w for w in words_of(load_task("ioi").examples("train", 200)) if w.isalpha() and w not in nouns)
+    items = repeat_items(pool, random.Random(0))
+    for _ in range(100):
+        prompt, answer, contained = next(items)
+        words = prompt.split(" ")
+        assert not nouns & set(words)
+        copy_len = len(contained) + 2  # every shorter repeat 2 <= j < m is a contained prompt
+        listed = words[: len(words) - copy_len]
+        assert 6 <= len(listed) <= 10 and len(set(listed)) == len(listed)
+        assert words[len(listed):] == listed[:copy_len] and answer == " " + listed[copy_len]
+        for inner_prompt, inner_answer in contained:
+            assert prompt.startswith(inner_prompt + " ")
+            query = inner_prompt.split(" ")[-1]
+            assert inner_answer == " " + listed[listed.index(query) + 1]
