@@ -25,7 +25,7 @@ EXAMPLES = 300
 TARGET = 0.95
 #: (model, task) pairs known to fall short of TARGET, each with its measured accuracy. Strict xfail: when a
 #: retrained model reaches the target, the test fails until the entry is removed.
-KNOWN_SHORTFALLS = {("gpt2-tasks", "induction"): "test accuracy 0.924 < 0.95 (see mibench/zoo/models card)"}
+KNOWN_SHORTFALLS: dict[tuple[str, str], str] = {}
 
 
 @lru_cache(maxsize=None)
