@@ -413,13 +413,17 @@ def test_records_with_a_known_circuit_also_rank_by_auroc(records, tmp_path):
 
 def test_republishing_records_does_not_mark_the_checkout_modified(tmp_path):
     """publish.sh overwrites committed records run by run; only code and data changes make a checkout dirty."""
-    from mibench.results.environment import checkout_commit
+    from mibench.leaderboard.build import PLOTS_DIR, TABLE_FILES
+    from mibench.results.environment import OUTPUT_PATHS, checkout_commit
+
+    assert {f"leaderboard/{name}" for name in (*TABLE_FILES, PLOTS_DIR)} <= set(OUTPUT_PATHS)  # what build writes
 
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
     (tmp_path / "leaderboard" / "records").mkdir(parents=True)
     (tmp_path / "leaderboard" / "records" / "record.json").write_text("{}")
+    (tmp_path / "leaderboard" / "leaderboard.md").write_text("# tables\n")
     (tmp_path / "code.py").write_text("x = 1\n")
     git("init", "-q")
     git("add", ".")
@@ -427,6 +431,7 @@ def test_republishing_records_does_not_mark_the_checkout_modified(tmp_path):
     clean = checkout_commit(tmp_path)
     assert clean and not clean.endswith("+dirty")
     (tmp_path / "leaderboard" / "records" / "record.json").write_text('{"new": 1}')
+    (tmp_path / "leaderboard" / "leaderboard.md").write_text("# tables, rebuilt by the first track\n")
     assert checkout_commit(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert checkout_commit(tmp_path) == clean + "+dirty"

@@ -90,7 +90,8 @@ def test_contained_induction_prompts_are_train_keyed_prefixes_supervised_at_thei
     items = train_items(task, random.Random(0), contained=True)
     drawn = [next(items) for _ in range(200)]
     assert sum(len(inner) for _, _, inner in drawn) > 100
-    assert all(partition_of("induction", f"{p.split()[-1]}|{a.strip()}") == "train" for _, _, inner in drawn for p, a in inner)
+    inner_keys = [f"{p.split()[-1]}|{a.strip()}" for _, _, inner in drawn for p, a in inner]  # (query, answer)
+    assert all(partition_of("induction", key) == "train" for key in inner_keys)
 
     examples = task.examples("train", 200)
     tokenizer = build_tokenizer(words_of(examples))

@@ -22,10 +22,12 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-#: Paths whose changes do not make a checkout "modified": the published records are the harness's own output,
-#: and re-publishing overwrites them run by run (every run after the first would otherwise count as produced from
-#: a modified checkout).
-OUTPUT_PATHS = ("leaderboard/records",)
+#: Paths whose changes do not make a checkout "modified": the published records and the tables and plots built
+#: from them are the harness's own output. Re-publishing overwrites records run by run and rebuilds the tables
+#: at the end of each track, so every run after the first (or every run of a second track published in the same
+#: checkout) would otherwise count as produced from a modified checkout.
+OUTPUT_PATHS = ("leaderboard/records", "leaderboard/plots", "leaderboard/leaderboard.md", "leaderboard/leaderboard.tex",
+                "leaderboard/leaderboard.csv", "leaderboard/index.html")
 
 
 def git_commit() -> str | None:

@@ -24,7 +24,9 @@ the task, whose distribution the clean draws already cover.
 
 Steps: one optimizer step takes a sub-batch of ``--batch-size`` prompts from *every* task (each task's
 prompts padded only among themselves) and averages the per-task losses with ``--task-weights``; an optional
-sub-batch of an auxiliary copy sentence (``--copy-fraction``) helps small models leave the initial plateau.
+sub-batch of an auxiliary copy sentence (``--copy-fraction``) helps small models leave the initial plateau,
+and one of repeated lists of words that no induction prompt uses (``--repeat-size``, see :func:`repeat_items`)
+rewards copying that ignores token identity.
 AdamW with a linear warm-up, then (with ``--steps``) a cosine decay to ``--min-lr`` times the peak.
 
 Evaluation: accuracy (argmax over the whole vocabulary == answer token at the last prompt token) on the
@@ -319,7 +321,8 @@ def train(args: argparse.Namespace) -> dict:
     weights = parse_weights(args.task_weights, task_ids)
     splits = {t: {s: task.examples(s, args.examples if s == "train" else None) for s in ("train", *EVAL_SPLITS)}
               for t, task in tasks.items()}
-    words = set().union(*(words_of(ex, split_digits=args.split_digits) for per in splits.values() for ex in per.values()))
+    words = set().union(*(words_of(examples, split_digits=args.split_digits)
+                          for per in splits.values() for examples in per.values()))
     words |= set(COPY_TEMPLATE.format("").split())
     tokenizer = build_tokenizer(words, split_digits=args.split_digits)
     pad_id = tokenizer.pad_token_id
@@ -331,7 +334,7 @@ def train(args: argparse.Namespace) -> dict:
     answer_words = sorted({ex.answer.strip() for per in splits.values() for ex in per["train"]})
     copy_stream = Stream(copy_items(answer_words, random.Random(f"{args.seed}:copy")), tokenizer,
                          random.Random(f"{args.seed}:copy:buffer"))
-    induction_words = set().union(*(words_of(ex) for ex in splits["induction"].values())) if "induction" in splits else set()
+    induction_words = set().union(*map(words_of, splits["induction"].values())) if "induction" in splits else set()
     repeat_words = sorted(w for w in words if w.isalpha() and w not in induction_words)
     if args.repeat_size and len(repeat_words) < 10:
         raise ValueError(f"--repeat-size needs at least 10 vocabulary words outside the induction task; the tasks "
