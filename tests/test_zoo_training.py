@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from mibench.data.registry import load_task
@@ -124,3 +125,12 @@ def test_repeat_lists_copy_any_word_and_never_use_an_induction_noun():
             assert prompt.startswith(inner_prompt + " ")
             query = inner_prompt.split(" ")[-1]
             assert inner_answer == " " + listed[listed.index(query) + 1]
+
+
+def test_training_on_induction_alone_runs_and_repeat_lists_then_ask_for_another_task(tmp_path):
+    tiny = ["--arch", "gpt2", "--tasks", "induction", "--examples", "200", "--layers", "1", "--width", "32",
+            "--heads", "2", "--minutes", "0.02", "--eval-every", "5"]
+    main([*tiny, "--contained-prompts", "--out", str(tmp_path / "model")])
+    assert json.loads((tmp_path / "model" / "zoo_card.json").read_text())["steps"] >= 1
+    with pytest.raises(ValueError, match="--repeat-size needs at least 10 vocabulary words outside the induction"):
+        main([*tiny, "--repeat-size", "4"])

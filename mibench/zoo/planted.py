@@ -290,7 +290,6 @@ class Trainer:
         self.task = load_task(design.task)
         config = model_config("gpt2", len(tokenizer), layers=design.layers, width=design.width, heads=design.heads,
                               kv_heads=design.heads, max_positions=64)
-        config._attn_implementation = "eager"
         self.model = AutoModelForCausalLM.from_config(config)
         self.engine = PatchingEngine(adapter_for(self.model))
         self.layout = self.engine.layout
