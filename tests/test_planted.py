@@ -115,7 +115,7 @@ def test_training_writes_a_loadable_model_with_its_ground_truth(tmp_path, capsys
     counterfactual, and ``evaluate`` on the folder picks the counterfactual and reports AUROC."""
     import json
 
-    from mibench.circuits.ground_truth import ground_truth_counterfactual, ground_truth_path
+    from mibench.zoo.ground_truth import ground_truth_counterfactual, ground_truth_path
     from mibench.cli import main
     from mibench.graph.io import load_circuit
     from mibench.models.loading import load_model

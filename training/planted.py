@@ -44,7 +44,6 @@ from transformers import AutoModelForCausalLM
 
 from mibench.causal.causal_model import OUTPUT
 from mibench.circuits.batches import build_batches
-from mibench.circuits.ground_truth import GROUND_TRUTH_DIR, ground_truth_counterfactual, ground_truth_path, model_card
 from mibench.circuits.metrics import logit_difference
 from mibench.data.registry import load_task
 from mibench.data.tokenization import answer_token, encode, role_positions
@@ -56,7 +55,8 @@ from mibench.graph.graph import Graph
 from mibench.graph.io import load_circuit, save_json
 from mibench.models.adapter import adapter_for
 from mibench.models.loading import load_model, tokenizer_from
-from mibench.zoo.catalog import CARD_FILE, model_path
+from mibench.zoo.catalog import CARD_FILE, GROUND_TRUTH_DIR, model_path
+from mibench.zoo.ground_truth import ground_truth_counterfactual, ground_truth_path, model_card
 from training.zoo import model_config, pad_rows, partition_examples
 
 #: Counterfactual kinds of IOI whose prompts share the clean prompt's template (so positions line up).

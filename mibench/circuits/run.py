@@ -21,7 +21,6 @@ from typing import Any
 from mibench import __version__
 from mibench.errors import MibenchError
 from mibench.results.environment import git_commit, hardware, package_versions, python_version
-from mibench.circuits.ground_truth import GROUND_TRUTH_DIR, ground_truth_counterfactual, ground_truth_path
 from mibench.results.record import (
     CircuitMetrics,
     CircuitRecord,
@@ -36,6 +35,7 @@ from mibench.results.record import (
     now,
     write_record,
 )
+from mibench.zoo.ground_truth import GROUND_TRUTH_DIR, ground_truth_counterfactual, ground_truth_path
 
 DEFAULT_ATTRIBUTION_EXAMPLES = 100
 ELIGIBLE_SPLITS = ("test", "private_test")

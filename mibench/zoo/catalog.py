@@ -24,6 +24,8 @@ PLANTED_DIR = Path(__file__).resolve().parent / "known_circuits"
 #: The GPT-2-architecture zoo model, used where a command needs a model and none is given.
 DEFAULT_MODEL = "gpt2-tasks"
 CARD_FILE = "zoo_card.json"
+#: The sub-folder of a model folder that holds its known circuits, one ``<task>.json`` (MIB's circuit JSON) each.
+GROUND_TRUTH_DIR = "ground_truth"
 
 
 class UnknownZooModel(KeyError):
@@ -63,9 +65,7 @@ class ZooModel:
     @property
     def known_circuits(self) -> list[str]:
         """Tasks whose ground-truth circuit ships in the model folder (``ground_truth/<task>.json``)."""
-        from mibench.circuits.ground_truth import ground_truth_tasks
-
-        return ground_truth_tasks(str(self.path))
+        return known_circuit_tasks(self.path)
 
     def test_accuracy(self) -> dict[str, float]:
         """Test-split accuracy per task, as recorded in ``zoo_card.json``."""
@@ -116,6 +116,15 @@ def _read(folder: Path) -> ZooModel:
         accuracy=card.get("accuracy", {}),
         card=card,
     )
+
+
+def known_circuit_tasks(folder: Path) -> list[str]:
+    """Tasks whose known circuit ``folder`` holds (``ground_truth/<task>.json``), sorted; [] when none.
+
+    Folder-level, so the catalog needs nothing above it; :mod:`mibench.zoo.ground_truth` resolves model ids.
+    """
+    truth = folder / GROUND_TRUTH_DIR
+    return sorted(p.stem for p in truth.glob("*.json")) if truth.is_dir() else []
 
 
 def _names_in(root: Path) -> list[str]:
