@@ -73,12 +73,13 @@ def test_user_errors_are_one_line_with_suggestions(random_task_model, tmp_path, 
 
 def test_score_refuses_a_file_without_scores(random_task_model, tmp_path, capsys):
     from mibench.graph.graph import Graph
+    from mibench.graph.io import save_circuit
     from mibench.models.loading import load_model
 
     graph = Graph(load_model(random_task_model).adapter.layout)
     graph.reset(empty=False)  # a binary circuit: membership only, all scores zero
     path = tmp_path / "binary.json"
-    graph.save(path)
+    save_circuit(graph, path)
     assert main(["score", str(path), "--task", "ioi", "--model", str(random_task_model),
                  "--output-dir", str(tmp_path), *QUICK]) == 2
     assert "every score is zero" in capsys.readouterr().err

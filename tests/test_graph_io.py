@@ -77,8 +77,8 @@ def test_chain_json_pt_safetensors(tmp_path: Path, level: str) -> None:
     current = graph
     for suffix in (".json", ".pt", ".safetensors", ".json"):
         path = tmp_path / f"step{suffix}"
-        current.save(path)
-        current = Graph.load(path)
+        save_circuit(current, path)
+        current = load_circuit(path)
     assert_same_graph(graph, current)
 
 

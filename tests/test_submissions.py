@@ -12,6 +12,7 @@ import yaml
 
 from mibench.commands_leaderboard import run_submission, submission_arguments
 from mibench.graph.graph import Graph
+from mibench.graph.io import save_circuit
 from mibench.graph.layout import GraphLayout
 from mibench.submissions import (
     CIRCUIT_FRACTIONS,
@@ -69,7 +70,7 @@ def importances_submission(root: Path, name: str = "my-method", suffixes=(".json
     cells = [(t, m) for m in ("tiny-a", "tiny-b") for t in ("ioi", "mcqa")]
     for i, ((task, model), suffix) in enumerate(zip(cells, suffixes)):
         (folder / f"{task}_{model}").mkdir()
-        scored_graph(TINY[model], seed=i).save(folder / f"{task}_{model}" / f"importances{suffix}")
+        save_circuit(scored_graph(TINY[model], seed=i), folder / f"{task}_{model}" / f"importances{suffix}")
     return folder
 
 
@@ -100,7 +101,7 @@ def test_mib_folder_spellings_and_reference_models_resolve(tmp_path):
     for task_folder, task in (("arithmetic-addition", "arithmetic_addition"), ("ioi", "ioi")):
         for model in ("tiny-a", "tiny-b"):
             (folder / f"{task_folder}_{model}").mkdir()
-            scored_graph(TINY[model]).save(folder / f"{task_folder}_{model}" / "importances.pt")
+            save_circuit(scored_graph(TINY[model]), folder / f"{task_folder}_{model}" / "importances.pt")
     report = inspect_submission(folder)
     assert report.problems == [] and {c.task for c in report.cells} == {"arithmetic_addition", "ioi"}
 
@@ -168,7 +169,7 @@ def test_coverage_needs_two_models_and_two_tasks_with_files(tmp_path):
 def test_a_file_for_another_graph_is_refused_with_the_field(tmp_path):
     folder = importances_submission(tmp_path)
     wrong = folder / "ioi_tiny-a" / "importances.json"
-    scored_graph(TINY["tiny-b"]).save(wrong)
+    save_circuit(scored_graph(TINY["tiny-b"]), wrong)
     (problem,) = check_submission(folder)
     assert (problem.file, problem.field) == (str(wrong), "cfg")
     assert "n_layers=1, n_heads=3" in problem.message and "n_layers=2, n_heads=4" in problem.message
@@ -178,21 +179,21 @@ def test_importances_must_hold_scores_at_the_declared_level(tmp_path):
     folder = importances_submission(tmp_path, level="edge")
     empty = folder / "ioi_tiny-a" / "importances.pt"
     (folder / "ioi_tiny-a" / "importances.json").unlink()
-    Graph(TINY["tiny-a"]).save(empty)
+    save_circuit(Graph(TINY["tiny-a"]), empty)
     assert messages(check_submission(folder)) == [
         f"{empty}: edges_scores: every edge score is 0 or NaN: there is nothing to rank"]
 
     node_level = Graph(TINY["tiny-a"], node_scores=True)
     node_level.node_scores = torch.arange(node_level.n_forward, dtype=torch.float32)
-    node_level.save(empty)
+    save_circuit(node_level, empty)
     assert messages(check_submission(folder)) == [
         f"{empty}: holds node-level scores, but the card says level: edge"]
 
 
 def test_stray_and_duplicate_files_and_symlinks_are_refused(tmp_path):
     folder = importances_submission(tmp_path)
-    scored_graph(TINY["tiny-a"]).save(folder / "ioi_tiny-a" / "importances.pt")  # a second importances file
-    scored_graph(TINY["tiny-a"]).save(folder / "loose.json")
+    save_circuit(scored_graph(TINY["tiny-a"]), folder / "ioi_tiny-a" / "importances.pt")  # a second importances file
+    save_circuit(scored_graph(TINY["tiny-a"]), folder / "loose.json")
     (folder / "README.md").write_text("notes are fine")
     (folder / "mcqa_tiny-b" / "abs-true").mkdir()
     found = messages(check_submission(folder))
@@ -266,7 +267,7 @@ def circuits_submission(root: Path, sizes=None) -> Path:
             cell.mkdir()
             counts = sizes or [int(f * layout.n_edges) for f in CIRCUIT_FRACTIONS]
             for i, count in enumerate(counts):
-                circuit(layout, count).save(cell / f"circuit_{i}.pt")
+                save_circuit(circuit(layout, count), cell / f"circuit_{i}.pt")
     return folder
 
 
@@ -279,7 +280,7 @@ def test_nine_circuits_within_their_size_limits_pass(tmp_path):
 def test_circuit_size_limits_and_count_are_enforced(tmp_path):
     folder = circuits_submission(tmp_path)
     cell = folder / "ioi_tiny-a"  # 110 edges: the limits are 0, 0, 0, 1, 2, 5, 11, 22, 55 edges
-    circuit(TINY["tiny-a"], 3).save(cell / "circuit_4.pt")  # the 5th smallest may hold 2% = 2 edges
+    save_circuit(circuit(TINY["tiny-a"], 3), cell / "circuit_4.pt")  # the 5th smallest may hold 2% = 2 edges
     found = messages(check_submission(folder))
     expected = (f"{cell / 'circuit_4.pt'}: edges_in_graph: circuit 5 of 9 by size holds 3 edges (2.73% of 110); "
                 "circuit 5 may hold at most 2% (2 edges)")

@@ -55,7 +55,7 @@ from mibench.data.tokenization import encode
 from mibench.engine.residual import ResidualRunner
 from mibench.errors import MibenchError
 from mibench.models.loading import load_model
-from training.zoo import procedural_task_ids
+from training.zoo import pad_rows, procedural_task_ids
 
 
 @dataclass
@@ -84,13 +84,7 @@ class TrainSettings:
 def _batches(prompts: list[list[int]], batch_size: int, pad_id: int):
     """Right-padded ``(input_ids, attention_mask)`` batches of the token-id lists, in order."""
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, prompt in enumerate(chunk):
-            ids[row, :len(prompt)] = torch.tensor(prompt)
-            mask[row, :len(prompt)] = 1
+        ids, mask, _ = pad_rows(prompts[start:start + batch_size], pad_id)
         yield ids, mask
 
 

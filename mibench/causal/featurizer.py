@@ -15,6 +15,9 @@ Featurizer *classes* are registered by name with :func:`register_featurizer` (th
 plugins use too, with a ``namespace:`` prefix). That registry is what makes saved featurizers data, not
 code: a saved intervention is a safetensors file of tensors plus a JSON card naming the registered
 featurizer and selection classes and their constructor arguments (:mod:`mibench.causal.storage`).
+The :class:`Featurizer` base class and :func:`register_featurizer` are defined in
+:mod:`mibench.causal.featurizer_base` (so the SAE featurizer can subclass them without importing this
+module) and are imported from here.
 """
 
 from __future__ import annotations
@@ -24,26 +27,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mibench.causal.featurizer_base import _FEATURIZERS, Featurizer, register_featurizer
 from mibench.errors import MibenchError, UnknownNameError, close_matches
-from mibench.plugins import check_registration
 
-_FEATURIZERS: dict[str, type[Featurizer]] = {}
 _SELECTIONS: dict[str, type[FeatureSelection]] = {}
-
-
-def register_featurizer(name: str):
-    """Class decorator registering a :class:`Featurizer` subclass under ``name`` (plugins: ``ns:name``)."""
-
-    def decorate(cls: type[Featurizer]) -> type[Featurizer]:
-        check_registration(name, cls)
-        existing = _FEATURIZERS.get(name)
-        if existing is not None and existing is not cls:
-            raise ValueError(f"featurizer {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
-        _FEATURIZERS[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return decorate
 
 
 def featurizer_class(name: str) -> type[Featurizer]:
@@ -80,42 +67,6 @@ def _import_featurizer_modules(namespace: str | None) -> None:
 
 
 # =========================================================================================== featurizers
-class Featurizer(nn.Module):
-    """Base class. Subclasses implement :meth:`featurize` and :meth:`inverse`; :meth:`fit` is optional.
-
-    ``config()`` must return the JSON-serialisable keyword arguments that rebuild an instance of the same
-    shapes (the tensors themselves travel in the state dict).
-    """
-
-    registry_name: ClassVar[str] = ""
-
-    def __init__(self, d_model: int) -> None:
-        super().__init__()
-        self.d_model = int(d_model)
-
-    @property
-    def n_features(self) -> int:
-        raise NotImplementedError
-
-    def featurize(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
-    def inverse(self, features: Tensor, error: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def fit(self, activations: Tensor) -> None:
-        """Non-gradient fitting on training activations ``[N, d]`` at the site (default: nothing)."""
-
-    def config(self) -> dict[str, Any]:
-        return {"d_model": self.d_model}
-
-    @property
-    def weights_by_reference(self) -> bool:
-        """True when ``config()`` names where the tensors come from (e.g. a shipped SAE), so a saved
-        intervention stores the reference instead of copying fixed weights into every site's file."""
-        return False
-
-
 @register_featurizer("identity")
 class IdentityFeaturizer(Featurizer):
     """The hidden vector itself (MIB's "full vector" / neuron basis): features are the ``d`` neurons."""

@@ -66,7 +66,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mibench.causal.featurizer import Featurizer, register_featurizer
+from mibench.causal.featurizer_base import Featurizer, register_featurizer
 from mibench.errors import FileFieldError, MibenchError
 
 SAE_CFG_FILENAME = "cfg.json"

@@ -24,11 +24,13 @@ attribute                     dtype / shape               meaning
 ============================  ==========================  ==========================================
 
 F = ``n_forward`` (input, heads, MLPs), B = ``n_backward`` (q/k/v slot per head, MLP input, logits).
+
+Files are read and written by :mod:`mibench.graph.io` (``load_circuit`` / ``save_circuit``), which builds on
+this module; the container itself knows nothing of file formats.
 """
 
 from __future__ import annotations
 
-import os
 from functools import cached_property
 from typing import Any, Literal
 
@@ -307,19 +309,6 @@ class Graph:
             value = getattr(self, attr)
             setattr(other, attr, None if value is None else value.clone())
         return other
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the graph as ``.json`` / ``.pt`` / ``.safetensors`` (by suffix), atomically."""
-        from mibench.graph.io import save_circuit
-
-        save_circuit(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], layout: GraphLayout | None = None) -> Graph:
-        """Read a circuit file (see ``mibench.graph.io.load_circuit``)."""
-        from mibench.graph.io import load_circuit
-
-        return load_circuit(path, layout=layout)
 
     def __repr__(self) -> str:
         lay = self.layout

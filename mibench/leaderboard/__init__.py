@@ -9,12 +9,12 @@ from mibench.leaderboard.build import (
     DEFAULT_OUT_DIR,
     DEFAULT_RECORDS_DIR,
     BuildResult,
-    Leaderboard,
     build_leaderboard,
     check_leaderboard,
     collect_leaderboard,
     render_files,
 )
+from mibench.leaderboard.tables import Leaderboard
 from mibench.leaderboard.tracks import TRACKS, Entry, Metric, Track, register_track
 
 __all__ = [

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from mibench.errors import MibenchError
 from mibench.io_utils import atomic_write_bytes
-from mibench.leaderboard.tracks import TRACKS, Entry, Metric, Track
+from mibench.leaderboard.render import render_csv, render_html, render_latex, render_markdown
+from mibench.leaderboard.tables import Column, Leaderboard, Table
+from mibench.leaderboard.tracks import TRACKS, Entry
 
 DEFAULT_RECORDS_DIR = "leaderboard/records"
 DEFAULT_OUT_DIR = "leaderboard"
@@ -36,65 +37,12 @@ PLOTS_DIR = "plots"
 TABLE_FILES = ("leaderboard.md", "leaderboard.tex", "leaderboard.csv", "index.html")
 
 
-@dataclass(frozen=True)
-class Column:
-    key: str  # the comparability key every record in this column shares
-    task: str
-    model: str
-    label: str
-    details: str
-
-
-@dataclass
-class Table:
-    track: Track
-    group: tuple[str, ...]
-    title: str
-    columns: list[Column]
-    methods: list[str]
-    cells: dict[tuple[str, str], Entry]  # (method, column key) -> entry
-
-    def cell(self, method: str, column: Column) -> Entry | None:
-        return self.cells.get((method, column.key))
-
-    def row_value(self, method: str) -> str:
-        """The method's value of the track's per-method column (e.g. position-aware or not)."""
-        values = sorted({e.row_value for (m, _), e in self.cells.items() if m == method})
-        return "/".join(values)
-
-    def best(self, metric: Metric, column: Column) -> set[str]:
-        """Methods with the best finite value of ``metric`` in ``column`` (all of them on a tie)."""
-        values = {m: e.values[metric.name][0] for m in self.methods
-                  if (e := self.cell(m, column)) is not None and _finite(e.values[metric.name][0])}
-        if not values:
-            return set()
-        target = max(values.values()) if metric.higher_is_better else min(values.values())
-        return {m for m, v in values.items() if v == target}
-
-
-@dataclass
-class Leaderboard:
-    tables: list[Table]
-    excluded: list[Entry]  # readable records that are not ranked, each with its reasons
-    unreadable: list[tuple[str, str]]  # (record path, problem)
-    skipped: list[tuple[str, str]]  # (record path, note): records of tracks without a table
-    plots: dict[str, str] = field(default_factory=dict)  # ranked entry's record path -> plot path in the output
-
-    @property
-    def n_ranked(self) -> int:
-        return sum(len(t.cells) for t in self.tables)
-
-
 @dataclass
 class BuildResult:
     leaderboard: Leaderboard
     out_dir: Path
     written: list[Path]  # files whose content changed
     removed: list[Path]  # plots no longer referenced
-
-
-def _finite(value: float) -> bool:
-    return math.isfinite(value)
 
 
 def _created_order(entry: Entry) -> tuple[float, str]:
@@ -205,8 +153,6 @@ def collect_leaderboard(records_dir: str | Path) -> Leaderboard:
 
 def render_files(leaderboard: Leaderboard) -> dict[str, bytes]:
     """Every output file, by its path relative to the output folder."""
-    from mibench.leaderboard.render import render_csv, render_html, render_latex, render_markdown
-
     files = {
         "leaderboard.md": render_markdown(leaderboard).encode("utf-8"),
         "leaderboard.tex": render_latex(leaderboard).encode("utf-8"),

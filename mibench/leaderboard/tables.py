@@ -1,0 +1,62 @@
+"""The leaderboard as data: ranked tables of columns (one per comparability key) and rows (one per method).
+
+:mod:`mibench.leaderboard.build` fills these from the records and :mod:`mibench.leaderboard.render` writes
+them out; both depend on this module and neither on the other's internals, so the builder can call the
+renderers without an import cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from mibench.leaderboard.tracks import Entry, Metric, Track
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # the comparability key every record in this column shares
+    task: str
+    model: str
+    label: str
+    details: str
+
+
+@dataclass
+class Table:
+    track: Track
+    group: tuple[str, ...]
+    title: str
+    columns: list[Column]
+    methods: list[str]
+    cells: dict[tuple[str, str], Entry]  # (method, column key) -> entry
+
+    def cell(self, method: str, column: Column) -> Entry | None:
+        return self.cells.get((method, column.key))
+
+    def row_value(self, method: str) -> str:
+        """The method's value of the track's per-method column (e.g. position-aware or not)."""
+        values = sorted({e.row_value for (m, _), e in self.cells.items() if m == method})
+        return "/".join(values)
+
+    def best(self, metric: Metric, column: Column) -> set[str]:
+        """Methods with the best finite value of ``metric`` in ``column`` (all of them on a tie)."""
+        values = {m: e.values[metric.name][0] for m in self.methods
+                  if (e := self.cell(m, column)) is not None and math.isfinite(e.values[metric.name][0])}
+        if not values:
+            return set()
+        target = max(values.values()) if metric.higher_is_better else min(values.values())
+        return {m for m, v in values.items() if v == target}
+
+
+@dataclass
+class Leaderboard:
+    tables: list[Table]
+    excluded: list[Entry]  # readable records that are not ranked, each with its reasons
+    unreadable: list[tuple[str, str]]  # (record path, problem)
+    skipped: list[tuple[str, str]]  # (record path, note): records of tracks without a table
+    plots: dict[str, str] = field(default_factory=dict)  # ranked entry's record path -> plot path in the output
+
+    @property
+    def n_ranked(self) -> int:
+        return sum(len(t.cells) for t in self.tables)
