@@ -187,7 +187,7 @@ def test_pyproject_lists_every_package():
 
 def test_wheel_ships_mapped_folders_and_data(tmp_path):
     """Build a wheel from a copy of the sources and check what a regular `pip install .` would get."""
-    pytest.importorskip("setuptools", minversion="70.1")
+    pytest.importorskip("setuptools", minversion="77")
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
     for folder in PACKAGE_ROOTS:
