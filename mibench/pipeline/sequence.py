@@ -110,9 +110,18 @@ def run_track(track: Track[RequestT, RecordT]) -> RunResult[RecordT]:
 
 def load_run_model(request: RunRequest):
     """The request's model with its tokenizer; a model without one cannot encode task prompts."""
+    from transformers.utils import logging as hf_logging
+
     from mibench.models.loading import load_model
 
-    loaded = load_model(request.model, dtype=request.dtype, device=request.device, revision=request.revision)
+    bars = hf_logging.is_progress_bar_enabled()
+    if request.progress is False:  # quiet runs: no "Loading weights" bar from transformers either
+        hf_logging.disable_progress_bar()
+    try:
+        loaded = load_model(request.model, dtype=request.dtype, device=request.device, revision=request.revision)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if loaded.tokenizer is None:
         raise MibenchError(f"model {request.model!r} has no tokenizer; mibench needs one to encode task prompts")
     return loaded
