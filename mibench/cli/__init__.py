@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from mibench import __version__
 from mibench.cli import evaluate, leaderboard, ls, schema, score, submission
-from mibench.cli.command import PROG, Command, format_examples
+from mibench.cli.command import PROG, Command, add_logging_arguments, format_examples
 from mibench.errors import MibenchError
 
 COMMANDS: list[Command] = [evaluate.COMMAND, score.COMMAND, leaderboard.COMMAND, submission.COMMAND,
@@ -43,14 +43,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_logging_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("-v", "--verbose", dest=f"{prefix}verbose", action="store_true",
-                       help="also log debugging details (phase timings, model loading) on stderr")
-    group.add_argument("-q", "--quiet", dest=f"{prefix}quiet", action="store_true",
-                       help="no progress bars and no informational messages; only warnings and errors")
-
-
 def build_parser() -> argparse.ArgumentParser:
     top_examples = [cmd.examples[0] for cmd in COMMANDS] + [(f"{PROG} --version", "print the version")]
     parser = Parser(
@@ -61,13 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    _add_logging_arguments(parser, prefix="top_")
+    add_logging_arguments(parser, prefix="top_")
     sub = parser.add_subparsers(dest="command", metavar="<command>", title="commands")
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help,
                            epilog=format_examples(cmd.examples), formatter_class=argparse.RawDescriptionHelpFormatter)
         cmd.add_arguments(p)
-        _add_logging_arguments(p)
+        if not p._subparsers:  # commands with actions (leaderboard build) get them on each action's parser
+            add_logging_arguments(p)
         p.set_defaults(_run=cmd.run)
     return parser
 

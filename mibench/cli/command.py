@@ -38,6 +38,18 @@ def format_examples(examples: Sequence[tuple[str, str]]) -> str:
 def action_parser(actions: argparse._SubParsersAction, name: str, help_text: str, description: str,
                   examples: Sequence[tuple[str, str]] = ()) -> argparse.ArgumentParser:
     """A sub-action (``leaderboard build``, ``submission check``) with its own examples in its help."""
-    return actions.add_parser(name, help=help_text, description=description,
-                              epilog=format_examples(examples) if examples else None,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = actions.add_parser(name, help=help_text, description=description,
+                                epilog=format_examples(examples) if examples else None,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_logging_arguments(parser)
+    return parser
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """-v/--verbose and -q/--quiet (on the top-level parser with ``prefix`` "top_", so a command's own
+    defaults cannot overwrite them)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest=f"{prefix}verbose", action="store_true",
+                       help="also log debugging details (phase timings, model loading) on stderr")
+    group.add_argument("-q", "--quiet", dest=f"{prefix}quiet", action="store_true",
+                       help="no progress bars and no informational messages; only warnings and errors")

@@ -70,30 +70,31 @@ def report(result: Any, table_format: str) -> int:
 def _circuit_report(result: Any, table_format: str) -> None:
     from mibench.circuits.report import curve_table, summary_table
 
-    record = result.record
-    print(curve_table(record, table_format))
-    print()
-    print(summary_table(record, table_format))
-    if record.task.dropped:
-        dropped = ", ".join(f"{n} {why}" for why, n in record.task.dropped.items())
-        print(f"\nnote: examples dropped: {dropped}")
-    _files(result, {"plot": "plot:  ", "roc_plot": "ROC:   "})
+    _tables(result, curve_table, summary_table, table_format, notes=[], dropped="examples",
+            labels={"plot": "plot:  ", "roc_plot": "ROC:   "})
 
 
 def _causal_report(result: Any, table_format: str) -> None:
     from mibench.causal.report import site_table, summary_table
 
+    missing = result.record.metrics.missing_sites
+    notes = [f"not scored (no featurizer given): {', '.join(missing)}; 'average' needs every layer"] if missing else []
+    _tables(result, site_table, summary_table, table_format, notes=notes, dropped="pairs",
+            labels={"plot": "plot:  ", "featurizers": "featurizers:"})
+
+
+def _tables(result: Any, detail, summary, table_format: str, *, notes: list[str], dropped: str,
+            labels: dict[str, str]) -> None:
+    """The track's detail and summary tables, its notes, what was dropped, and where the files are."""
     record = result.record
-    print(site_table(record, table_format))
+    print(detail(record, table_format))
     print()
-    print(summary_table(record, table_format))
-    if record.metrics.missing_sites:
-        print(f"\nnote: not scored (no featurizer given): {', '.join(record.metrics.missing_sites)}; "
-              "'average' needs every layer")
+    print(summary(record, table_format))
     if record.task.dropped:
-        dropped = ", ".join(f"{n} {why}" for why, n in record.task.dropped.items())
-        print(f"\nnote: pairs dropped: {dropped}")
-    _files(result, {"plot": "plot:  ", "featurizers": "featurizers:"})
+        notes = [*notes, f"{dropped} dropped: " + ", ".join(f"{n} {why}" for why, n in record.task.dropped.items())]
+    for note in notes:
+        print(f"\nnote: {note}")
+    _files(result, labels)
 
 
 def _files(result: Any, labels: dict[str, str]) -> None:
