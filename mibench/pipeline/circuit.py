@@ -108,7 +108,7 @@ class CircuitTrack(Track[EvaluationRequest, CircuitRecord]):
         if self.position_aware:
             from mibench.circuits.peap import span_ids_for
 
-            if card.span_schema is None:
+            if card.span_schema is None:  # (a position-aware file was already refused for its spans)
                 raise MibenchError(f"{self.method.card.id} is position-aware, but task {card.id!r} declares no span_schema")
             self.span_ids_of = span_ids_for([*self.train_examples, *self.eval_examples], loaded.tokenizer,
                                             card.span_schema)
