@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mibench.cli.command import Command
-from mibench.cli.options import (
-    ABLATIONS,
-    LEVELS,
-    add_causal_arguments,
-    add_model_arguments,
-    causal_request,
-    circuit_request,
-    positive_int,
-)
+from mibench.cli.options import ABLATIONS, LEVELS, add_causal_arguments, add_model_arguments, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,22 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mibench.cli.output import check_format, report
+    from mibench.cli.output import run_and_report
     from mibench.method_registry import parse_method_args
 
-    check_format(args.format)
-    method_args = parse_method_args(args.method_arg)
-    if args.track == "causal":
-        from mibench.pipeline import run_causal_evaluation
-
-        result = run_causal_evaluation(causal_request(args, method=args.method, method_args=method_args))
-    else:
-        from mibench.pipeline import run_evaluation
-
-        result = run_evaluation(circuit_request(args, method=args.method, method_args=method_args,
-                                                ablation=args.ablation,
-                                                attribution_examples=args.attribution_examples))
-    return report(result, args.format)
+    method = {"method": args.method, "method_args": parse_method_args(args.method_arg)}
+    return run_and_report(args, causal=method, circuit={**method, "ablation": args.ablation,
+                                                          "attribution_examples": args.attribution_examples})
 
 
 COMMAND = Command(

@@ -29,6 +29,24 @@ def check_format(table_format: str) -> None:
                            f"{', '.join(sorted(tabulate_formats)[:8])}, ...{hint}")
 
 
+def run_and_report(args: Any, *, circuit: dict[str, Any], causal: dict[str, Any]) -> int:
+    """Run the request ``evaluate``/``score`` describe on ``args.track`` and print its report.
+
+    ``circuit`` and ``causal`` are the request fields of the command (a method, or the files to score)."""
+    from mibench.cli.options import causal_request, circuit_request
+
+    check_format(args.format)
+    if args.track == "causal":
+        from mibench.pipeline import run_causal_evaluation
+
+        result = run_causal_evaluation(causal_request(args, **causal))
+    else:
+        from mibench.pipeline import run_evaluation
+
+        result = run_evaluation(circuit_request(args, **circuit))
+    return report(result, args.format)
+
+
 def record_summary(result: Any) -> dict[str, Any]:
     """The headline of a finished run: what ran, its metrics, eligibility and where its files are."""
     record = result.record

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mibench.cli.command import Command
-from mibench.cli.options import LEVELS, add_causal_arguments, add_model_arguments, causal_request, circuit_request
+from mibench.cli.options import LEVELS, add_causal_arguments, add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,18 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mibench.cli.output import check_format, report
+    from mibench.cli.output import run_and_report
 
-    check_format(args.format)
-    if args.track == "causal":
-        from mibench.pipeline import run_causal_evaluation
-
-        result = run_causal_evaluation(causal_request(args, featurizer_dir=args.circuit_file))
-    else:
-        from mibench.pipeline import run_evaluation
-
-        result = run_evaluation(circuit_request(args, circuit_file=args.circuit_file))
-    return report(result, args.format)
+    return run_and_report(args, circuit={"circuit_file": args.circuit_file},
+                          causal={"featurizer_dir": args.circuit_file})
 
 
 COMMAND = Command(

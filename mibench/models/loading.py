@@ -55,12 +55,14 @@ def check_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ModelOptionError(f"device {str(device)!r} is not a torch device ({exc}); use cpu, cuda, cuda:N or mps") from None
+        raise ModelOptionError(f"device {str(device)!r} is not a torch device ({exc}); "
+                               "use cpu, cuda, cuda:N or mps") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             why = ("this torch build has no CUDA support" if torch.version.cuda is None
                    else "no CUDA GPU is visible to this process")
-            raise ModelOptionError(f"device {str(device)!r}: {why}; use --device cpu (or install a CUDA build of torch)")
+            raise ModelOptionError(f"device {str(device)!r}: {why}; use --device cpu "
+                                   "(or install a CUDA build of torch)")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise ModelOptionError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA GPU(s) are visible "
                                    f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")

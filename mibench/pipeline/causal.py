@@ -69,7 +69,8 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
         request, card = self.request, self.card
         if card.causal is None:
             with_causal = [c.id for c in _cards_with_causal()]
-            raise MibenchError(f"task {card.id!r} has no causal variables; causal-track tasks: {', '.join(with_causal)}")
+            raise MibenchError(f"task {card.id!r} has no causal variables; causal-track tasks: "
+                               f"{', '.join(with_causal)}")
         spec = card.causal
         if request.variable not in spec.variables:
             raise UnknownNameError("variable", request.variable,
@@ -80,7 +81,8 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
         for role in self.roles:
             if role not in card.schema_roles:
                 raise UnknownNameError("position", role, f"task {card.id!r} has no token role {role!r} "
-                                       f"(roles: {', '.join(card.schema_roles)})", close_matches(role, card.schema_roles))
+                                       f"(roles: {', '.join(card.schema_roles)})",
+                                       close_matches(role, card.schema_roles))
         self.kinds = list(spec.counterfactuals)
         self.method = None
         self.saved: dict[tuple[int, str], Path] = {}
@@ -189,7 +191,8 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
             saved_card, interchange = load_interchange(path)
             check_saved_site(saved_card, path, runner.d_model, self.card.id, request.variable)
             interchange = interchange.to(runner.device)
-        correct = {kind: interchange_correct(runner, interchange, cache.site(role)) for kind, cache in test_caches.items()}
+        correct = {kind: interchange_correct(runner, interchange, cache.site(role))
+                   for kind, cache in test_caches.items()}
         result = SiteResult(layer, role, correct)
         self.results.append(result)
         if method is not None and request.save_featurizers:

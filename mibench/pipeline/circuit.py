@@ -101,15 +101,18 @@ class CircuitTrack(Track[EvaluationRequest, CircuitRecord]):
             self.train_data = build_batches(self.train_examples, loaded.tokenizer, self.counterfactual,
                                             request.batch_size)
         self.file_graph = None
-        if self.method is None and request.circuit_file is not None and is_position_aware_file(Path(request.circuit_file)):
+        reads_file = self.method is None and request.circuit_file is not None
+        if reads_file and is_position_aware_file(Path(request.circuit_file)):
             self.file_graph = self._load_position_aware_file()
-        self.position_aware = (self.method is not None and self.method.card.position_aware) or self.file_graph is not None
+        method_is_positional = self.method is not None and self.method.card.position_aware
+        self.position_aware = method_is_positional or self.file_graph is not None
         self.span_ids_of = None
         if self.position_aware:
             from mibench.circuits.peap import span_ids_for
 
             if card.span_schema is None:  # (a position-aware file was already refused for its spans)
-                raise MibenchError(f"{self.method.card.id} is position-aware, but task {card.id!r} declares no span_schema")
+                raise MibenchError(f"{self.method.card.id} is position-aware, but task {card.id!r} declares no "
+                                   "span_schema")
             self.span_ids_of = span_ids_for([*self.train_examples, *self.eval_examples], loaded.tokenizer,
                                             card.span_schema)
 
