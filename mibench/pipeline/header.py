@@ -119,9 +119,13 @@ def run_folder(request: RunRequest, task_id: str, run_name: str) -> Path:
     return Path(request.output_dir) / task_id / model_name / run_name
 
 
+def shows_progress(request: RunRequest) -> bool:
+    """Whether a run draws progress bars: as ``request.progress`` says, by default when stderr is a terminal."""
+    return request.progress if request.progress is not None else sys.stderr.isatty()
+
+
 def progress_bar(request: RunRequest, total: int, description: str, unit: str = "ex"):
-    """A tqdm bar on stderr, shown when ``request.progress`` says so (default: when stderr is a terminal)."""
+    """A tqdm bar on stderr (see :func:`shows_progress`)."""
     from tqdm.auto import tqdm
 
-    enabled = request.progress if request.progress is not None else sys.stderr.isatty()
-    return tqdm(total=total, desc=description, unit=unit, disable=not enabled, leave=False)
+    return tqdm(total=total, desc=description, unit=unit, disable=not shows_progress(request), leave=False)

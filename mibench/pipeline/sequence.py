@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from mibench.errors import MibenchError
-from mibench.pipeline.header import PhaseTimer, RunRequest, record_header, run_folder
+from mibench.pipeline.header import PhaseTimer, RunRequest, record_header, run_folder, shows_progress
 from mibench.pipeline.staging import RECORD_NAME, publish, staged_folder
 from mibench.results.record import ModelInfo, write_record
 
@@ -115,7 +115,7 @@ def load_run_model(request: RunRequest):
     from mibench.models.loading import load_model
 
     bars = hf_logging.is_progress_bar_enabled()
-    if request.progress is False:  # quiet runs: no "Loading weights" bar from transformers either
+    if not shows_progress(request):  # no "Loading weights" bar from transformers either
         hf_logging.disable_progress_bar()
     try:
         loaded = load_model(request.model, dtype=request.dtype, device=request.device, revision=request.revision)
