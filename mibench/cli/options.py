@@ -118,19 +118,21 @@ def progress(args: argparse.Namespace) -> bool | None:
     return False if getattr(args, "quiet", False) else None
 
 
-def circuit_request(args: argparse.Namespace, **extra):
-    """A circuit-track request from ``evaluate``/``score`` options."""
+def circuit_request(args: argparse.Namespace, *, command_line: list[str] | None = None, **extra):
+    """A circuit-track request from ``evaluate``/``score`` options (``command_line``: what the record names
+    as its invocation, by default this process's command line)."""
     from mibench.pipeline import EvaluationRequest
 
     return EvaluationRequest(
         task=args.task, model=args.model or default_model(), revision=args.revision, split=args.split,
         counterfactual=args.counterfactual, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
         bootstrap=args.bootstrap, baseline=not args.no_baseline, device=args.device, dtype=args.dtype,
-        output_dir=args.output_dir, level=args.level, progress=progress(args), invocation=invocation(), **extra,
+        output_dir=args.output_dir, level=args.level, progress=progress(args),
+        invocation=command_line or invocation(), **extra,
     )
 
 
-def causal_request(args: argparse.Namespace, **extra):
+def causal_request(args: argparse.Namespace, *, command_line: list[str] | None = None, **extra):
     """A causal-track request from ``evaluate --track causal`` / ``score --track causal`` options."""
     from mibench.pipeline import CausalRequest
 
@@ -141,5 +143,6 @@ def causal_request(args: argparse.Namespace, **extra):
         positions=args.positions, split=args.split, limit=args.limit, train_examples=args.train_examples,
         batch_size=args.batch_size, seed=args.seed, bootstrap=args.bootstrap, device=args.device, dtype=args.dtype,
         revision=args.revision, sae_dir=args.sae_dir, output_dir=args.output_dir,
-        save_featurizers=not args.no_featurizers, progress=progress(args), invocation=invocation(), **extra,
+        save_featurizers=not args.no_featurizers, progress=progress(args),
+        invocation=command_line or invocation(), **extra,
     )
