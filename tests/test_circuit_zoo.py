@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mibench.circuits.areas import cmd, cpr
-from mibench.circuits.run import EvaluationRequest, run_evaluation
+from mibench.pipeline import EvaluationRequest, run_evaluation
 from mibench.zoo.catalog import DEFAULT_MODEL
 
 pytestmark = pytest.mark.slow

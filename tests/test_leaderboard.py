@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from mibench.circuits.scorer import SCORER_VERSION
-from mibench.commands_leaderboard import leaderboard_arguments, run_leaderboard
+from mibench.cli.leaderboard import add_arguments as leaderboard_arguments
+from mibench.cli.leaderboard import run as run_leaderboard
 from mibench.data.registry import get_card
 from mibench.errors import MibenchError
 from mibench.leaderboard import build_leaderboard, check_leaderboard, collect_leaderboard
@@ -290,7 +291,7 @@ def test_check_mode_detects_out_of_date_files(records, tmp_path, capsys):
 
 
 def test_command_module_is_torch_free():
-    code = ("import sys, mibench.commands_leaderboard, mibench.leaderboard, mibench.submissions.card, "
+    code = ("import sys, mibench.cli, mibench.pipeline, mibench.leaderboard, mibench.submissions.card, "
             "mibench.submissions.models; assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -301,8 +302,8 @@ def make_causal_record(method: str = "das", task: str = "mcqa", variable: str = 
                        model: str = "gpt2-tasks", average: float | None = 0.6, best: float = 0.8, *,
                        missing: tuple[str, ...] = (), eligible: bool = True):
     """A valid causal record with made-up numbers (nothing is run)."""
-    from mibench.causal.run import CHECKER
-    from mibench.causal.run import SCORER_VERSION as CAUSAL_SCORER
+    from mibench.causal.iia import CHECKER
+    from mibench.causal.iia import SCORER_VERSION as CAUSAL_SCORER
     from mibench.results.causal_record import (
         CausalMethodInfo,
         CausalMetrics,

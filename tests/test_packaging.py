@@ -203,7 +203,7 @@ def test_wheel_ships_mapped_folders_and_data(tmp_path):
 
     top_level = {n.split("/", 1)[0] for n in names if not n.split("/", 1)[0].endswith(".dist-info")}
     assert top_level == {"mibench"}, f"unexpected top-level names in the wheel: {sorted(top_level)}"
-    assert {"mibench/tasks/__init__.py", "mibench/methods/__init__.py", "mibench/cli.py"} <= names
+    assert {"mibench/tasks/__init__.py", "mibench/methods/__init__.py", "mibench/cli/__init__.py"} <= names
 
     patterns = [p.removeprefix("**/") for p in _pyproject()["tool"]["setuptools"]["package-data"]["*"]]
     expected = set()

@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from mibench.commands_leaderboard import run_submission, submission_arguments
+from mibench.cli.submission import add_arguments as submission_arguments
+from mibench.cli.submission import run as run_submission
 from mibench.graph.graph import Graph
 from mibench.graph.io import save_circuit
 from mibench.graph.layout import GraphLayout
@@ -328,7 +329,7 @@ def test_check_command_prints_one_line_per_problem(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ evaluate
 def test_evaluate_scores_each_cell_and_names_the_method_after_the_submission(tmp_path, monkeypatch):
-    from mibench.circuits import run
+    from mibench import pipeline as run
     from mibench.results.record import read_record
     from tests.test_leaderboard import make_record
 

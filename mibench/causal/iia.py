@@ -22,6 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+#: Version of the causal-track scoring; records from another version are not ranked together.
+SCORER_VERSION = "1"
+#: How an intervened output is judged correct (recorded in every causal record's scorer block).
+CHECKER = "greedy: argmax predicts every label token (teacher forcing)"
+
 
 @dataclass
 class SiteResult:

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from mibench.causal.causal_model import CausalModel, CausalModelError
 from mibench.data.example import Example
+from mibench.data.padding import pad_token_id, right_pad
 from mibench.data.tokenization import TokenizationError, encode, role_positions
 from mibench.engine.residual import ResidualRunner
 
@@ -92,7 +93,7 @@ def build_pairs(examples: list[Example], kind: str, variable: str, causal_model:
     base_pos: dict[str, list[int]] = {r: [] for r in roles}
     source_pos: dict[str, list[int]] = {r: [] for r in roles}
     dropped: Counter = Counter()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_token_id(tokenizer)
     for example in examples:
         cf = example.counterfactual(kind)
         if not cf.has_answer:
@@ -148,7 +149,7 @@ def filter_correct(pairs: PairSet, runner: ResidualRunner, *, source_answers: Se
 def own_answers(examples: list[Example], pairs: PairSet, tokenizer) -> Sequences:
     """The base prompts of ``pairs`` followed by their own answers (for filtering)."""
     by_id = {e.id: e for e in examples}
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_token_id(tokenizer)
     return _pad([_answered(tokenizer, by_id[i].prompt, by_id[i].answer) for i in pairs.example_ids], pad)
 
 
@@ -181,16 +182,12 @@ def _answered(tokenizer, prompt: str, answer: str) -> tuple[list[int], int, list
 
 def _pad(items: list[tuple[list[int], int, list[int]]], pad: int) -> Sequences:
     n = len(items)
-    width = max(len(ids) for ids, _, _ in items)
+    ids, mask = right_pad([seq for seq, _, _ in items], pad)
     m = max(len(ans) for _, _, ans in items)
-    ids = torch.full((n, width), pad, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
     read = torch.zeros((n, m), dtype=torch.long)
     answers = torch.zeros((n, m), dtype=torch.long)
     answer_mask = torch.zeros((n, m), dtype=torch.bool)
-    for row, (seq, prompt_len, ans) in enumerate(items):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
+    for row, (_, prompt_len, ans) in enumerate(items):
         for j, token in enumerate(ans):
             read[row, j] = prompt_len - 1 + j
             answers[row, j] = token

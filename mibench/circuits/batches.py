@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mibench.data.example import Example
+from mibench.data.padding import pad_token_id, right_pad
 from mibench.data.tokenization import TokenizationError, answer_token, encode
 from mibench.errors import MibenchError
 
@@ -101,15 +102,9 @@ def build_batches(
 
 
 def _collate(rows, tokenizer: Any) -> CircuitBatch:
-    pad = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0
-    width = max(len(r[0]) for r in rows)
-    clean = torch.full((len(rows), width), pad, dtype=torch.long)
-    cf = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (c, x, *_rest) in enumerate(rows):
-        clean[i, : len(c)] = torch.tensor(c)
-        cf[i, : len(x)] = torch.tensor(x)
-        mask[i, : len(c)] = 1
+    pad = pad_token_id(tokenizer)
+    clean, mask = right_pad([r[0] for r in rows], pad)
+    cf, _ = right_pad([r[1] for r in rows], pad, width=clean.shape[1])
     return CircuitBatch(
         clean, cf, mask,
         torch.tensor([r[2] for r in rows]), torch.tensor([r[3] for r in rows]), [r[4] for r in rows],

@@ -26,23 +26,7 @@ from torch import Tensor
 
 from mibench.circuits.batches import CircuitBatch
 from mibench.circuits.metrics import logit_difference
-from mibench.engine.residual import ResidualRunner
-
-KeyValues = dict[int, tuple[Tensor, Tensor]]  # layer -> (k, v), [B or 1, Hkv, T or 1, dh]
-
-
-def record_key_values(runner: ResidualRunner, input_ids: Tensor, attention_mask: Tensor) -> KeyValues:
-    """Every layer's (pre-rotary) keys and values on a batch."""
-    kv: KeyValues = {}
-
-    def watch(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
-        kv[layer] = (k.detach(), v.detach())
-
-    with torch.no_grad():
-        runner.forward(input_ids, attention_mask, read_positions=torch.zeros(input_ids.shape[0], 1, dtype=torch.long),
-                       watch_attention=watch)
-    return kv
-
+from mibench.engine.residual import KeyValues, ResidualRunner, record_key_values
 
 def mean_key_values(runner: ResidualRunner, batches: Iterable[tuple[Tensor, Tensor]]) -> KeyValues:
     """Per layer, the mean key and value over every real token of ``batches`` (``[1, Hkv, 1, dh]``)."""

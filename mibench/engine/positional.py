@@ -38,10 +38,9 @@ from torch import Tensor
 from mibench.engine.ablation import Ablation
 from mibench.engine.attention import apply_rotary, attention_pattern_mask
 from mibench.engine.engine import PatchingEngine, _project_head_major, _sum_heads
+from mibench.engine.residual import KeyValues, ResidualRunner, record_key_values
 from mibench.errors import MibenchError
 from mibench.graph.graph import real_edge_mask
-
-KeyValues = dict[int, tuple[Tensor, Tensor]]  # layer -> (k, v) pre-rotary, [B or 1, Hkv, T or 1, dh]
 
 
 @dataclass
@@ -99,8 +98,6 @@ class PositionalPatcher:
             if reference is None:
                 raise ValueError("mean ablation of crossing edges needs mean keys and values (mean_key_values)")
             return reference
-        from mibench.circuits.crossing import record_key_values
-        from mibench.engine.residual import ResidualRunner
 
         return record_key_values(ResidualRunner(self.adapter), cf_ids, attention_mask)
 

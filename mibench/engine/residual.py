@@ -240,3 +240,19 @@ class _FrozenParameters:
     def __exit__(self, *exc) -> None:
         for p, flag in self.saved:
             p.requires_grad_(flag)
+
+
+KeyValues = dict[int, tuple[Tensor, Tensor]]  # layer -> (k, v), [B or 1, Hkv, T or 1, dh]
+
+
+def record_key_values(runner: ResidualRunner, input_ids: Tensor, attention_mask: Tensor) -> KeyValues:
+    """Every layer's (pre-rotary) keys and values on a batch (what crossing-edge ablations patch in)."""
+    kv: KeyValues = {}
+
+    def watch(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+        kv[layer] = (k.detach(), v.detach())
+
+    with torch.no_grad():
+        runner.forward(input_ids, attention_mask, read_positions=torch.zeros(input_ids.shape[0], 1, dtype=torch.long),
+                       watch_attention=watch)
+    return kv

@@ -212,7 +212,7 @@ IIA_BEST = Metric("IIA best", True, "interchange intervention accuracy at the be
 
 def read_causal_entry(path: Path, rel: str) -> Entry:
     """One causal record: a column per (task, variable, model) comparability key, a row per featurizer."""
-    from mibench.causal.run import SCORER_VERSION
+    from mibench.causal.iia import SCORER_VERSION
     from mibench.results.causal_record import causal_comparability_key, read_causal_record
 
     record = _read(read_causal_record, path, rel)

@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mibench.errors import MibenchError
 from mibench.graph.layout import GraphLayout
+
+
+class UnsupportedModelError(MibenchError, ValueError):
+    """A model whose architecture family mibench has no adapter for."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ def family_for_model_type(model_type: str) -> Family:
         if model_type in family.model_types:
             return family
     supported = ", ".join(t for f in FAMILIES for t in f.model_types)
-    raise ValueError(f"unsupported model_type {model_type!r}; mibench has adapters for: {supported}")
+    raise UnsupportedModelError(f"unsupported model_type {model_type!r}; mibench has adapters for: {supported}")
 
 
 def _config_get(config: Any, *names: str) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mibench.errors import MibenchError, UnknownNameError, close_matches
 from mibench.models.adapter import ModelAdapter, adapter_for
 
 DTYPES: dict[str, torch.dtype] = {
@@ -27,13 +28,89 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
+#: How close a bare name must be to an embedded model's name to be taken for a typo of it, not a hub id.
+ZOO_TYPO_CUTOFF = 0.8
+
+
+class ModelLoadError(MibenchError, OSError):
+    """A model that cannot be loaded: a local folder that does not exist or is not a model, a hub id that
+    cannot be fetched. An ``OSError`` as well, like the errors of ``from_pretrained`` it replaces."""
+
+
+class ModelOptionError(MibenchError, ValueError):
+    """A dtype or device this torch cannot use."""
+
+
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     try:
         return DTYPES[dtype.lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}") from None
+        raise ModelOptionError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}") from None
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this machine has; a device it lacks is refused before any loading."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelOptionError(f"device {str(device)!r} is not a torch device ({exc}); "
+                               "use cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible to this process")
+            raise ModelOptionError(f"device {str(device)!r}: {why}; use --device cpu "
+                                   "(or install a CUDA build of torch)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ModelOptionError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA GPU(s) are visible "
+                                   f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelOptionError(f"device {str(device)!r}: MPS is not available on this machine; use --device cpu")
+    return resolved
+
+
+def resolve_source(name: str) -> str:
+    """Where ``name`` loads from: a local model folder, an embedded model's folder, or (as is) a hub id.
+
+    Names that can only be meant as local paths (``./x``, ``/x``, ``~/x``, ``a/b/c``, or a path under an
+    existing folder) must exist; a bare name close to an embedded model's is taken for a typo of it. Both
+    fail here with a message naming the problem, instead of a hub error about a model nobody asked for.
+    """
+    from mibench.zoo.catalog import is_zoo_model, model_names, model_path
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{name}: not a Hugging Face model folder (no config.json); pass a folder written "
+                                 "by save_pretrained, an embedded model name or a hub id")
+        return str(path)
+    if is_zoo_model(name):
+        return str(model_path(name))
+    if path.exists():
+        raise ModelLoadError(f"{name}: is a file; --model takes a model folder, an embedded model name or a hub id")
+    if _meant_as_path(name):
+        raise ModelLoadError(f"model folder {name!r} does not exist (embedded models: {', '.join(model_names())})")
+    near = close_matches(name, model_names()) if "/" not in name else []
+    near = [n for n in near if _similarity(name, n) >= ZOO_TYPO_CUTOFF]
+    if near:
+        raise UnknownNameError("model", name, f"unknown embedded model {name!r} (embedded models: "
+                               f"{', '.join(model_names())})", near)
+    return name
+
+
+def _meant_as_path(name: str) -> bool:
+    if name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or name.count("/") > 1:
+        return True
+    first = name.split("/", 1)[0]
+    return "/" in name and Path(first).is_dir()  # a path under an existing folder, not an org/name hub id
+
+
+def _similarity(a: str, b: str) -> float:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a, b).ratio()
 
 
 @dataclass
@@ -85,11 +162,12 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
-    from mibench.zoo.catalog import is_zoo_model, model_names, model_path
+    from mibench.zoo.catalog import model_names
 
     torch_dtype = resolve_dtype(dtype)
+    check_device(device)
     name = str(model_id)
-    source = str(model_path(name)) if not Path(name).is_dir() and is_zoo_model(name) else name
+    source = resolve_source(name)
     is_local = Path(source).is_dir()
     kwargs: dict[str, Any] = {"revision": revision} if revision and not is_local else {}
     if torch_dtype is not None:
@@ -100,8 +178,8 @@ def load_model(
         tokenizer = tokenizer_from(source, **tokenizer_kwargs) if load_tokenizer else None
     except OSError as exc:
         if is_local:
-            raise
-        raise OSError(
+            raise ModelLoadError(f"{name}: cannot load the model folder: {exc}") from exc
+        raise ModelLoadError(
             f"could not load model {source!r} from the Hugging Face hub ({exc.__class__.__name__}). "
             "If this machine is offline, download the model elsewhere and pass its local folder, "
             f"or use one of mibench's embedded models ({', '.join(model_names()) or 'none shipped'})."

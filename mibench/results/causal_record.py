@@ -12,13 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from mibench.results.record import FORMAT_VERSION, EnvironmentInfo, ModelInfo, read_validated
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from mibench.results.record import FORMAT_VERSION, EnvironmentInfo, ModelInfo, _Strict, read_validated
 
 
 class CausalTaskInfo(_Strict):

@@ -1,7 +1,7 @@
 """Score a checked submission into results records, exactly as ``mibench score`` / ``mibench evaluate`` would.
 
 Importance files, and the nine binary circuits of MIB's multiple-circuit mode, are scored with
-:func:`mibench.circuits.run.run_evaluation` (one record per cell); the
+:func:`mibench.pipeline.run_evaluation` (one record per cell); the
 record's method id becomes ``submission:<folder name>`` and its file path is written relative to the
 submissions folder, so records from different machines agree. A plugin submission is evaluated by running
 its (installed) method on every task x model pair of the card. Records go to
@@ -53,7 +53,7 @@ def evaluate_submission(
 
     Raises :class:`InvalidSubmissionError` if the checker finds problems.
     """
-    from mibench.circuits.run import EvaluationRequest, run_evaluation
+    from mibench.pipeline import EvaluationRequest, run_evaluation
 
     report = inspect_submission(path)
     if report.problems:
@@ -110,7 +110,7 @@ def _relabel(result, method_id: str, file: str) -> None:
 def _evaluate_causal(report: SubmissionReport, out: Path, *, invocation: list[str], **common) -> list:
     """Causal track: saved featurizers are scored per (task, model, variable) exactly as ``mibench score
     --track causal`` scores them; a plugin method is run like ``mibench evaluate --track causal``."""
-    from mibench.causal.run import CausalRequest, run_causal_evaluation
+    from mibench.pipeline import CausalRequest, run_causal_evaluation
     from mibench.data.registry import get_card
     from mibench.submissions.models import resolve_model
 

@@ -1,12 +1,14 @@
 """``mibench schema check|suggest``: does a task's span schema fit its data, and which spans matter.
 
-Heavy imports (torch, the model) happen inside the runners.
+Heavy imports (torch, the model) happen inside the runner.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from mibench.cli.command import Command, action_parser
+from mibench.cli.options import SPLITS, default_model, positive_int
 from mibench.errors import MibenchError
 
 SCHEMA_HELP = "check a task's position-aware span schema against its data, or suggest one from attribution"
@@ -24,29 +26,29 @@ def schema_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="schema_action", metavar="<action>", title="actions", required=True)
     for name, help_text in (("check", "fit the card's span schema to the task's prompts"),
                             ("suggest", "propose a schema from per-position attribution saliency")):
-        action = actions.add_parser(name, help=help_text, description=help_text)
+        action = action_parser(actions, name, help_text, help_text,
+                               [example for example in SCHEMA_EXAMPLES if f" {name} " in example[0]])
         action.add_argument("--task", required=True, help="task id (see 'mibench ls tasks')")
         action.add_argument("--model", help="model whose tokenizer (and, to suggest, computation) is used "
                                             "(default: the embedded model)")
-        action.add_argument("--split", default="validation", help="split to read (default: validation)")
-        action.add_argument("--examples", type=int, default=200, help="examples to read (default: 200)")
+        action.add_argument("--split", default="validation", choices=SPLITS, help="split to read (default: validation)")
+        action.add_argument("--examples", type=positive_int, default=200, metavar="N",
+                            help="examples to read (default: 200)")
         action.add_argument("--format", default="simple", help="table format (tabulate name, e.g. github)")
         if name == "suggest":
             action.add_argument("--threshold", type=float, default=0.2,
                                 help="minimum mean normalised saliency for a role to become an anchor (default 0.2)")
             action.add_argument("--counterfactual", help="counterfactual kind whose answer defines the logit "
                                                          "difference (default: the card's)")
-            action.add_argument("--batch-size", type=int, default=16)
+            action.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
+                                help="examples per forward (default: 16)")
 
 
 def run_schema(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from mibench.commands_circuit import default_model
     from mibench.data.registry import load_task
 
-    if args.examples < 1:
-        raise MibenchError("--examples must be at least 1")
     task = load_task(args.task)
     card = task.card
     model = args.model or default_model()
@@ -95,3 +97,7 @@ def run_schema(args: argparse.Namespace) -> int:
     print(f"\nsuggested from {suggestion.examples} examples on {model} (fits {fits} of {suggestion.report.prompts} "
           f"prompts):\n{suggestion.card_yaml()}")
     return 0
+
+
+COMMAND = Command(name="schema", help=SCHEMA_HELP, description=SCHEMA_DESCRIPTION, examples=SCHEMA_EXAMPLES,
+                  add_arguments=schema_arguments, run=run_schema)
