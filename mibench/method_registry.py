@@ -5,29 +5,27 @@ Like tasks, every built-in method lives in its own folder under ``methods/`` (in
 without importing any code, so ``mibench ls methods`` stays torch-free. ``load_method(name, **args)``
 imports the entry only when the method is used. Implementations register with :func:`register_method`,
 the decorator a third-party plugin uses too; one class may serve several cards that differ only in their
-default arguments (e.g. ``nap`` and ``nap-ig``).
+default arguments (e.g. ``nap`` and ``nap-ig``). Both halves are the generic :mod:`mibench.registry`
+pieces: :data:`METHOD_CARDS` (the cards) and :data:`METHODS` (the registered classes).
 """
 
 from __future__ import annotations
 
-import importlib
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mibench.errors import MibenchError, UnknownNameError, close_matches
-from mibench.plugins import card_files, check_registration, plugin_sources, qualified
-from mibench.validation import check_entry_point, describe_validation_error
+from mibench.registry import CardCatalog, Registry
+from mibench.validation import CardError, check_entry_point, read_card
 
 Level = Literal["edge", "node", "neuron"]
 AblationKind = Literal["patching", "mean", "zero"]
 
 
-class MethodCardError(MibenchError, ValueError):
+class MethodCardError(CardError):
     """A method card that cannot be used; the message names the file and the field."""
 
 
@@ -76,79 +74,38 @@ class MethodCard(BaseModel):
 
 
 def load_method_card(path: str | Path) -> MethodCard:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise MethodCardError(f"{path}: cannot read method card: {exc}") from exc
-    try:
-        return MethodCard.model_validate(raw)
-    except ValidationError as exc:
-        raise MethodCardError(f"{path}: {describe_validation_error(exc)}") from exc
+    """Read and validate a method card; errors name the file and the offending field."""
+    return read_card(path, MethodCard, error=MethodCardError)
 
 
-_REGISTERED: dict[str, type] = {}
+#: Built-in method cards (``methods/*/*.yaml``) and every installed plugin's, namespaced (a plugin folder's
+#: ``card.yaml`` is one of its task cards, not a method card).
+METHOD_CARDS: CardCatalog[MethodCard] = CardCatalog("method", "mibench.methods", "*.yaml", load_method_card,
+                                                     exclude=("card.yaml",))
+METHODS: Registry[type] = Registry("method", decorator="register_method", declared=METHOD_CARDS.entries)
 
 
 def register_method(*names: str):
     """Class decorator registering a method implementation under one or more card ids."""
-
-    def decorate(cls: type) -> type:
-        for name in names:
-            check_registration(name, cls)
-            existing = _REGISTERED.get(name)
-            if existing is not None and existing is not cls:
-                raise ValueError(f"method {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
-            _REGISTERED[name] = cls
-        return cls
-
-    return decorate
-
-
-@lru_cache(maxsize=1)
-def _all_cards() -> dict[str, tuple[MethodCard, Path]]:
-    """Built-in cards (``methods/*/*.yaml``) and every installed plugin's, namespaced."""
-    cards: dict[str, tuple[MethodCard, Path]] = {}
-    sources = [(None, "mibench.methods")] + [(p.namespace, p.package) for p in plugin_sources()]
-    for namespace, package in sources:
-        for card_file in card_files(package, "*.yaml"):
-            if namespace is not None and card_file.name == "card.yaml":
-                continue  # a plugin's task card
-            card = load_method_card(card_file)
-            card = card.model_copy(update={"id": qualified(namespace, card.id)})
-            if card.id in cards:
-                raise MibenchError(f"two method cards declare id {card.id!r}: {cards[card.id][1]} and {card_file}")
-            cards[card.id] = (card, card_file)
-    return cards
+    return METHODS.register(*names)
 
 
 def clear_cache() -> None:
     """Forget the cards read so far (after installing a plugin in the same process)."""
-    _all_cards.cache_clear()
+    METHOD_CARDS.clear()
 
 
 def list_method_cards(track: str | None = None) -> list[MethodCard]:
-    return [card for card, _ in _all_cards().values() if track is None or card.track == track]
+    return [card for card in METHOD_CARDS.cards() if track is None or card.track == track]
 
 
 def get_method_card(name: str) -> MethodCard:
-    cards = _all_cards()
-    if name not in cards:
-        known = ", ".join(sorted(cards))
-        raise UnknownNameError("method", name, f"unknown method {name!r} (known: {known})",
-                               close_matches(name, cards))
-    return cards[name][0]
+    return METHOD_CARDS.get(name)
 
 
 def method_class(name: str) -> type:
-    card = get_method_card(name)
-    module_name, attribute = card.entry.split(":")
-    module = importlib.import_module(module_name)
-    cls = getattr(module, attribute)
-    if _REGISTERED.get(card.id) is not cls:
-        raise MibenchError(f"{card.entry} is not registered as method {card.id!r}; decorate it with "
-                           f"@register_method({card.id!r})")
-    return cls
+    """The class behind method ``name`` (imports its code; it must be registered under the card's id)."""
+    return METHODS.get(get_method_card(name).id)
 
 
 def resolve_arguments(card: MethodCard, overrides: dict[str, Any]) -> dict[str, Any]:

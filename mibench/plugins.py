@@ -11,7 +11,8 @@ one sub-folder per task with its ``card.yaml``. Cards are read without importing
 stays fast (keep the package's ``__init__`` light: it is imported to locate the folder). Every plugin
 item is namespaced, ``myplugin:my-method``, and its class registers under that full name with the same
 decorators built-ins use. A plugin cannot shadow a built-in: built-in names have no namespace, and only
-code inside ``mibench`` may register an un-namespaced name.
+code inside ``mibench`` may register an un-namespaced name. :mod:`mibench.registry` applies these rules to
+every kind of item (its card catalogs read the plugin folders found here).
 """
 
 from __future__ import annotations

@@ -17,9 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME_ROOTS = {"mibench": "mibench", "tasks": "mibench.tasks", "methods": "mibench.methods"}
 #: The trainers: a repository tool beside the library, never imported by it.
 TRAINING_PACKAGE = "training"
-#: Cycles tolerated for now, by package prefix. mibench.models: the adapter <-> families cycle, which the
-#: single-registry change removes (delete this entry with it).
-ALLOWED_CYCLE_PACKAGES = ("mibench.models",)
+#: Cycles tolerated, by package prefix: none.
+ALLOWED_CYCLE_PACKAGES: tuple[str, ...] = ()
 
 
 def module_files(folder: Path, package: str) -> dict[str, Path]:

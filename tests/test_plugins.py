@@ -76,8 +76,8 @@ def test_plugin_featurizer_runs_through_the_causal_track_and_its_saved_files_rel
     assert '"class": "example:random-basis"' in card
     capsys.readouterr()
 
-    featurizer_module._FEATURIZERS.pop("example:random-basis")  # as in a fresh process
-    method_registry._REGISTERED.pop("example:random-subspace")
+    featurizer_module.FEATURIZERS.forget("example:random-basis")  # as in a fresh process
+    method_registry.METHODS.forget("example:random-subspace")
     for name in [m for m in sys.modules if m.startswith("mibench_example_plugin.random_subspace")]:
         del sys.modules[name]
     assert main(["score", "--track", "causal", str(record_file.parent / "featurizers"),

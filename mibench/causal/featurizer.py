@@ -27,43 +27,27 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from mibench.causal.featurizer_base import _FEATURIZERS, Featurizer, register_featurizer
-from mibench.errors import MibenchError, UnknownNameError, close_matches
+from mibench.causal.featurizer_base import FEATURIZERS, Featurizer, register_featurizer
+from mibench.errors import MibenchError
+from mibench.registry import Registry
 
-_SELECTIONS: dict[str, type[FeatureSelection]] = {}
+SELECTIONS: Registry[type[FeatureSelection]] = Registry(
+    "feature selection", decorator="register_selection", name_attribute="registry_name")
+
+
+def register_selection(name: str):
+    """Class decorator registering a :class:`FeatureSelection` subclass under ``name`` (plugins: ``ns:name``)."""
+    return SELECTIONS.register(name)
 
 
 def featurizer_class(name: str) -> type[Featurizer]:
     """The featurizer class registered as ``name``; a plugin's (``ns:name``) is found by importing the code
     behind that plugin's causal method cards, where its featurizers register."""
-    if name not in _FEATURIZERS:
-        _import_featurizer_modules(name.split(":")[0] if ":" in name else None)
-    if name not in _FEATURIZERS:
-        raise UnknownNameError("featurizer", name, f"unknown featurizer class {name!r} (registered: "
-                               f"{', '.join(sorted(_FEATURIZERS))})", close_matches(name, _FEATURIZERS))
-    return _FEATURIZERS[name]
+    return FEATURIZERS.get(name)
 
 
 def selection_class(name: str) -> type[FeatureSelection]:
-    if name not in _SELECTIONS:
-        raise UnknownNameError("feature selection", name, f"unknown feature selection {name!r} (known: "
-                               f"{', '.join(sorted(_SELECTIONS))})", close_matches(name, _SELECTIONS))
-    return _SELECTIONS[name]
-
-
-def _import_featurizer_modules(namespace: str | None) -> None:
-    """Import the modules that register featurizers: the built-ins (the SAE), or every causal method entry
-    of plugin ``namespace`` (only registered class names are ever instantiated from a saved card)."""
-    import importlib
-
-    from mibench.causal import sae  # noqa: F401  (registers the SAE featurizer)
-    from mibench.method_registry import list_method_cards
-
-    if namespace is None:
-        return
-    for card in list_method_cards("causal"):
-        if card.id.startswith(namespace + ":"):
-            importlib.import_module(card.entry.split(":")[0])
+    return SELECTIONS.get(name)
 
 
 # =========================================================================================== featurizers
@@ -174,15 +158,6 @@ class PCAFeaturizer(Featurizer):
 
 
 # ============================================================================================ selections
-def register_selection(name: str):
-    def decorate(cls):
-        _SELECTIONS[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return decorate
-
-
 class FeatureSelection(nn.Module):
     """Which features an interchange swaps: ``weights()`` is ``[k]`` in [0, 1], or None for all."""
 

@@ -2,9 +2,8 @@
 
 Built-in featurizers (:mod:`mibench.causal.featurizer`, :mod:`mibench.causal.sae`) and plugins subclass
 :class:`Featurizer` and register with :func:`register_featurizer`; both are re-exported by
-:mod:`mibench.causal.featurizer`, the module to import them from. They live here so that the SAE featurizer
-can build on them while :mod:`mibench.causal.featurizer`, which looks registered classes up by name and
-therefore needs the SAE registered, imports :mod:`mibench.causal.sae` -- a one-way dependency.
+:mod:`mibench.causal.featurizer`, the module to import them from. They live here so that the SAE featurizer can build on them without importing
+:mod:`mibench.causal.featurizer`; the registry finds the SAE class lazily by name, so the dependency runs one way.
 """
 
 from __future__ import annotations
@@ -13,24 +12,37 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from mibench.plugins import check_registration
+from mibench.registry import Registry
 
-_FEATURIZERS: dict[str, type[Featurizer]] = {}
+#: Built-in featurizers defined outside :mod:`mibench.causal.featurizer`, imported the first time their name
+#: is used (so looking up ``sae`` needs no file-level import of :mod:`mibench.causal.sae`).
+_BUILTIN_ELSEWHERE = {"sae": "mibench.causal.sae:SAEFeaturizer"}
+
+
+def _import_plugin_featurizers(name: str) -> None:
+    """A plugin's featurizer (``ns:name``) registers in the code behind that plugin's causal method cards:
+    import every causal method entry of namespace ``ns`` (only registered class names are ever instantiated
+    from a saved card)."""
+    import importlib
+
+    from mibench.method_registry import list_method_cards
+
+    if ":" not in name:
+        return
+    namespace = name.split(":")[0]
+    for card in list_method_cards("causal"):
+        if card.id.startswith(namespace + ":"):
+            importlib.import_module(card.entry.split(":")[0])
+
+
+FEATURIZERS: Registry[type[Featurizer]] = Registry(
+    "featurizer", decorator="register_featurizer", declared=lambda: _BUILTIN_ELSEWHERE,
+    discover=_import_plugin_featurizers, name_attribute="registry_name")
 
 
 def register_featurizer(name: str):
     """Class decorator registering a :class:`Featurizer` subclass under ``name`` (plugins: ``ns:name``)."""
-
-    def decorate(cls: type[Featurizer]) -> type[Featurizer]:
-        check_registration(name, cls)
-        existing = _FEATURIZERS.get(name)
-        if existing is not None and existing is not cls:
-            raise ValueError(f"featurizer {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
-        _FEATURIZERS[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return decorate
+    return FEATURIZERS.register(name)
 
 
 class Featurizer(nn.Module):

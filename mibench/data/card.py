@@ -11,15 +11,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mibench.data.splits import SPLITS
-from mibench.errors import MibenchError
-from mibench.validation import check_entry_point, describe_validation_error
+from mibench.validation import CardError, check_entry_point, read_card
 
 
-class TaskCardError(MibenchError, ValueError):
+class TaskCardError(CardError):
     """A task card that cannot be used; the message names the file and the field."""
 
 
@@ -161,14 +159,4 @@ class TaskCard(BaseModel):
 
 def load_card(path: str | Path) -> TaskCard:
     """Read and validate a task card; errors name the file and the offending field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise TaskCardError(f"task card {path}: cannot read YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise TaskCardError(f"task card {path}: expected a mapping at the top level")
-    try:
-        return TaskCard.model_validate(raw)
-    except ValidationError as exc:
-        raise TaskCardError(f"task card {path}: {describe_validation_error(exc)}") from None
+    return read_card(path, TaskCard, error=TaskCardError)

@@ -15,7 +15,7 @@ from mibench.leaderboard.build import (
     render_files,
 )
 from mibench.leaderboard.tables import Leaderboard
-from mibench.leaderboard.tracks import TRACKS, Entry, Metric, Track, register_track
+from mibench.leaderboard.tracks import TRACKS, Entry, Metric, Track
 
 __all__ = [
     "DEFAULT_OUT_DIR",
@@ -29,6 +29,5 @@ __all__ = [
     "build_leaderboard",
     "check_leaderboard",
     "collect_leaderboard",
-    "register_track",
     "render_files",
 ]

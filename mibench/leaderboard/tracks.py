@@ -1,10 +1,11 @@
 """What the leaderboard knows about each track: how to read a record, and what its table shows.
 
-A record names its track in its ``track`` field. Each track registered in :data:`TRACKS` turns one
-record file into an :class:`Entry` -- the row label, the column it belongs to (its comparability key),
-the table it belongs to, its metric values, and the reasons it must not be ranked (if any). Everything
-after that (grouping, de-duplication, best-per-column, rendering) is track-agnostic, so a new track is one
-more :class:`Track` passed to :func:`register_track`; records whose track has none are skipped with a note.
+A record names its track in its ``track`` field. Each track listed in :data:`TRACKS` turns one record
+file into an :class:`Entry` -- the row label, the column it belongs to (its comparability key), the table
+it belongs to, its metric values, and the reasons it must not be ranked (if any). Everything after that
+(grouping, de-duplication, best-per-column, rendering) is track-agnostic, so a new track is one more
+:class:`Track` in :data:`TRACKS`; records whose track has none are skipped with a note. Tracks are not a
+plugin kind: a track's records come from mibench's own scorer, so the table is closed, not a registry.
 """
 
 from __future__ import annotations
@@ -246,9 +247,3 @@ CAUSAL_TRACK = Track(name="causal", title="Causal variable localization", metric
 TRACKS: dict[str, Track] = {CIRCUIT_TRACK.name: CIRCUIT_TRACK, CAUSAL_TRACK.name: CAUSAL_TRACK,
                             GROUND_TRUTH_TRACK.name: GROUND_TRUTH_TRACK}
 
-
-def register_track(track: Track) -> None:
-    """Give another track (e.g. causal variable localization) its tables; its records stop being skipped."""
-    if track.name in TRACKS and TRACKS[track.name] is not track:
-        raise ValueError(f"track {track.name!r} already has a leaderboard table")
-    TRACKS[track.name] = track

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from mibench.graph.layout import GraphLayout
-from mibench.models.families import family_for_model_type, layout_from_config
+from mibench.models.families import adapter_entries, family_for_model_type, layout_from_config
+from mibench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -123,29 +124,22 @@ class ModelAdapter:
         raise NotImplementedError
 
 
-_ADAPTERS: dict[str, type[ModelAdapter]] = {}
+#: HF ``config.model_type`` -> adapter class. The family modules register their classes; the families table
+#: declares which module that is, so a model type's module is imported the first time it is used (and
+#: nothing here imports the family modules, which import this one).
+ADAPTERS: Registry[type[ModelAdapter]] = Registry("adapter", decorator="register_adapter", declared=adapter_entries)
 
 
 def register_adapter(*model_types: str):
     """Class decorator: route HF ``config.model_type`` values to an adapter class."""
-
-    def decorate(cls: type[ModelAdapter]) -> type[ModelAdapter]:
-        for model_type in model_types:
-            if model_type in _ADAPTERS:
-                raise ValueError(f"an adapter for model_type {model_type!r} is already registered")
-            _ADAPTERS[model_type] = cls
-        return cls
-
-    return decorate
+    return ADAPTERS.register(*model_types)
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
     """Wrap an HF causal LM in the adapter of its family (clear error for unsupported families)."""
-    from mibench.models import gemma2, gpt2, llama  # noqa: F401  (registers the built-in adapters)
-
     model_type = getattr(model.config, "model_type", "")
     family_for_model_type(model_type)
-    return _ADAPTERS[model_type](model)
+    return ADAPTERS.get(model_type)(model)
 
 
 def split_heads_out_in(weight: Tensor, n: int) -> Tensor:

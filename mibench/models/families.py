@@ -1,7 +1,9 @@
 """Architecture families mibench supports, described without importing torch.
 
 This table is what ``mibench ls`` prints and what turns a Hugging Face config into MIB's graph layout.
-The torch-side adapters (``mibench.models.adapters``) are looked up by the same ``model_type`` keys.
+It also declares where each family's torch-side adapter lives (``adapter``, ``module:Class``): the
+adapter registry (:data:`mibench.models.adapter.ADAPTERS`) imports that module the first time one of the
+family's ``model_type`` keys is used.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Family:
     model_types: tuple[str, ...]
     reference_model: str
     reference_sizes: dict[str, int]
+    adapter: str
     notes: str = ""
 
 
@@ -34,6 +37,7 @@ FAMILIES: tuple[Family, ...] = (
         model_types=("gpt2",),
         reference_model="gpt2",
         reference_sizes={"n_layers": 12, "n_heads": 12, "d_model": 768},
+        adapter="mibench.models.gpt2:GPT2Adapter",
         notes="learned positional embeddings are a constant, not a node; fused c_attn is split per head",
     ),
     Family(
@@ -41,6 +45,7 @@ FAMILIES: tuple[Family, ...] = (
         model_types=("llama",),
         reference_model="meta-llama/Llama-3.1-8B",
         reference_sizes={"n_layers": 32, "n_heads": 32, "d_model": 4096},
+        adapter="mibench.models.llama:LlamaAdapter",
         notes="grouped-query attention kept grouped; RoPE from the model's own rotary module",
     ),
     Family(
@@ -48,6 +53,7 @@ FAMILIES: tuple[Family, ...] = (
         model_types=("qwen2",),
         reference_model="Qwen/Qwen2.5-0.5B",
         reference_sizes={"n_layers": 24, "n_heads": 14, "d_model": 896},
+        adapter="mibench.models.llama:Qwen2Adapter",
         notes="as llama, with q/k/v biases and optional sliding-window layers",
     ),
     Family(
@@ -55,6 +61,7 @@ FAMILIES: tuple[Family, ...] = (
         model_types=("gemma2",),
         reference_model="google/gemma-2-2b",
         reference_sizes={"n_layers": 26, "n_heads": 8, "d_model": 2304},
+        adapter="mibench.models.gemma2:Gemma2Adapter",
         notes="post-attention RMSNorm acts on the sum of heads (edges from heads are mixed before it); "
         "attention and final-logit soft-capping; alternating sliding-window layers",
     ),
@@ -68,6 +75,11 @@ def family_for_model_type(model_type: str) -> Family:
             return family
     supported = ", ".join(t for f in FAMILIES for t in f.model_types)
     raise UnsupportedModelError(f"unsupported model_type {model_type!r}; mibench has adapters for: {supported}")
+
+
+def adapter_entries() -> dict[str, str]:
+    """``model_type -> "module:Class"`` of every supported family's adapter (declarations, nothing imported)."""
+    return {model_type: family.adapter for family in FAMILIES for model_type in family.model_types}
 
 
 def _config_get(config: Any, *names: str) -> Any:

@@ -31,28 +31,17 @@ causal variables of each task it covers (default: every variable the task card d
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mibench.validation import CardError, Problem, read_card
 
 CARD_FILE = "submission.yaml"
 
 _DISTRIBUTION = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 _NAMESPACED_METHOD = re.compile(r"[a-z][a-z0-9_\-]*:[a-z0-9][a-z0-9\-]*")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a submission: which file, which field in it (if any), and what."""
-
-    file: str
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.field}: {self.message}" if self.field else f"{self.file}: {self.message}"
 
 
 class _Strict(BaseModel):
@@ -124,38 +113,9 @@ class SubmissionCard(_Strict):
         return value
 
 
-def field_path(loc: tuple[Any, ...]) -> str:
-    """pydantic's location as people write it: ``plugin.method``, ``models[1]``."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
 def load_submission_card(path: str | Path) -> tuple[SubmissionCard | None, list[Problem]]:
     """Read and validate ``submission.yaml``; every problem names the file and the field."""
-    import yaml
-
-    path = Path(path)
-    where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, [Problem(where, None, f"missing: every submission folder needs a {CARD_FILE}")]
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem(where, None, f"cannot read: {exc}")]
-    except yaml.YAMLError as exc:
-        return None, [Problem(where, None, f"not valid YAML: {' '.join(str(exc).split())}")]
-    if not isinstance(raw, dict):
-        return None, [Problem(where, None, "expected a mapping of fields (method, authors, ...) at the top level")]
-    try:
-        return SubmissionCard.model_validate(raw), []
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                allowed = ", ".join(SubmissionCard.model_fields) if len(err["loc"]) == 1 else None
-                message = "unknown field" + (f" (allowed: {allowed})" if allowed else "")
-            problems.append(Problem(where, field_path(err["loc"]) or None, message))
-        return None, problems
+        return read_card(path, SubmissionCard, missing=f"missing: every submission folder needs a {CARD_FILE}"), []
+    except CardError as exc:
+        return None, exc.problems
