@@ -35,6 +35,8 @@ from mibench.commands_leaderboard import (
     submission_arguments,
 )
 from mibench.commands_schema import SCHEMA_DESCRIPTION, SCHEMA_EXAMPLES, SCHEMA_HELP, run_schema, schema_arguments
+from mibench.commands_sweep import SWEEP_DESCRIPTION, SWEEP_EXAMPLES, SWEEP_HELP, sweep_arguments
+from mibench.commands_sweep import run as run_sweep
 from mibench.errors import MibenchError
 
 PROG = "mibench"
@@ -252,6 +254,8 @@ COMMANDS: list[Command] = [
             examples=LEADERBOARD_EXAMPLES, add_arguments=leaderboard_arguments, run=run_leaderboard),
     Command(name="submission", help=SUBMISSION_HELP, description=SUBMISSION_DESCRIPTION,
             examples=SUBMISSION_EXAMPLES, add_arguments=submission_arguments, run=run_submission),
+    Command(name="sweep", help=SWEEP_HELP, description=SWEEP_DESCRIPTION, examples=SWEEP_EXAMPLES,
+            add_arguments=sweep_arguments, run=run_sweep),
     Command(name="schema", help=SCHEMA_HELP, description=SCHEMA_DESCRIPTION, examples=SCHEMA_EXAMPLES,
             add_arguments=schema_arguments, run=run_schema),
     Command(
