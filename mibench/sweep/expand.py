@@ -10,7 +10,7 @@ Only cards are read (method and task code is not imported), so expansion is fast
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,7 @@ def expand(spec: SweepSpec, path: str | Path) -> Expansion:
                             if earlier is None:
                                 seen[run.identity] = (run, label)
                                 runs.append(run)
-                            elif earlier[0] == run:
+                            elif replace(earlier[0], entry=run.entry) == run:
                                 skipped.append(Skipped(label, run.label, f"the same run as in {earlier[1]}"))
                             else:
                                 raise SweepSpecError(path, where, f"{run.label}: {earlier[1]} has a run with the same "
