@@ -412,7 +412,7 @@ def test_records_with_a_known_circuit_also_rank_by_auroc(records, tmp_path):
 
 
 def test_republishing_records_does_not_mark_the_checkout_modified(tmp_path):
-    """publish.sh overwrites committed records run by run; only code and data changes make a checkout dirty."""
+    """Republishing (mibench sweep) overwrites committed records run by run; only code and data changes make a checkout dirty."""
     from mibench.leaderboard.build import PLOTS_DIR, TABLE_FILES
     from mibench.results.environment import OUTPUT_PATHS, checkout_commit
 
