@@ -267,3 +267,28 @@ entries: [{{methods: [{{id: random, seeds: [0, 1, 2, 3, 4, 5]}}]}}]
     final = _records(out)
     assert sorted(final) == sorted(f"ioi/gpt2-tasks/random_edge_patching_test_seed{s}/record.json" for s in range(6))
     assert all(final[name] == record for name, record in first.items())  # finished runs were not redone
+
+
+@pytest.mark.slow
+def test_the_seed_of_a_run_reaches_the_method(tmp_path):
+    """DAS through the sweep's run path: equal seeds give equal records, another seed another trained rotation."""
+    from mibench.sweep.execute import run_one
+
+    path = _spec(tmp_path, f"""
+version: 1
+output_dir: {tmp_path / 'a'}
+models: [gpt2-tasks]
+tasks: [mcqa]
+options: {{limit: 8, train_examples: 16, bootstrap: 0, layers: [1], positions: [END], save_featurizers: false}}
+entries: [{{track: causal, variables: [answer_pointer], methods: [{{id: das, args: {{epochs: 1}}, seeds: [0, 1]}}]}}]
+""")
+    seed0, seed1 = _expand(path).runs
+    again = seed0.__class__(**{**seed0.__dict__, "output_dir": str(tmp_path / "b")})
+
+    def trained(run) -> list:
+        record = json.loads(run_one(run).read_text())
+        return [site["train_loss"] for site in record["sites"]]
+
+    first, other, repeat = trained(seed0), trained(seed1), trained(again)
+    assert first == repeat
+    assert first != other
