@@ -8,8 +8,8 @@ import sys
 SWEEP_HELP = "run the benchmark matrix of a sweep spec (models x tasks x methods x seeds) on Ray, resumably"
 SWEEP_DESCRIPTION = (
     "Expand SPEC (YAML: models x tasks x methods x seeds, both tracks) into runs and run each as a Ray task "
-    "(an embedded local Ray, or an existing cluster with --address / RAY_ADDRESS). Each run is the 'mibench "
-    "evaluate' command shown by --dry-run and writes the same record. A run whose record already exists (same "
+    "(an embedded local Ray, or an existing cluster with --address / RAY_ADDRESS). Each run is one 'mibench "
+    "evaluate' command (it becomes the record's invocation) and writes the same record. A run whose record already exists (same "
     "settings, code commit, data and seed) is skipped, so re-running the same command completes exactly the "
     "missing runs. Needs Ray: pip install \"mibench[sweep]\".")
 SWEEP_EXAMPLES = (
@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     existing = {} if args.force else {i: str(p) for i, run in enumerate(runs) if (p := index.find(run)) is not None}
     for line in skipped_lines(expansion.skipped):
         print(line)
+    if existing and (index.commit or "").endswith("+dirty"):
+        print("note: this checkout is modified; records made from it count as existing whatever the change "
+              "(use --force after changing code)")
     if args.dry_run:
         print(matrix_table(runs, existing, args.format))
         print(f"\n{len(runs)} runs: {len(runs) - len(existing)} to run, {len(existing)} with a record already")

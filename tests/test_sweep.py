@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from mibench.cli import main
-from mibench.errors import MibenchError
 from mibench.sweep.execute import evaluate_namespace
 from mibench.sweep.expand import expand
 from mibench.sweep.spec import SweepSpecError, load_spec

@@ -11,7 +11,6 @@ disk (they are written atomically), so an interrupted run is simply missing and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ TRACK_SETTINGS = {
 }
 
 
-@dataclass(frozen=True)
-class Existing:
-    path: Path
-    commit: str | None
-
-
 def current_commit() -> str | None:
     from mibench.results.environment import git_commit
 
@@ -46,7 +39,7 @@ class RecordIndex:
     def __init__(self, runs: list[Run]) -> None:
         self._records: dict[tuple, list[tuple[Path, Any]]] = {}
         self._hashes: dict[tuple, str] = {}
-        self._commit = current_commit()
+        self.commit = current_commit()
         for output_dir, task in sorted({(run.output_dir, run.task) for run in runs}):
             for path in sorted((Path(output_dir) / task).glob(f"*/*/{RECORD_NAME}")):
                 record = _read(path)
@@ -57,7 +50,7 @@ class RecordIndex:
     def find(self, run: Run) -> Path | None:
         """The record ``run`` would reproduce, if one exists."""
         for path, record in self._records.get((run.track, run.task, run.model, run.method, run.seed), []):
-            if (record.environment.git_commit == self._commit and self._commit is not None
+            if (record.environment.git_commit == self.commit and self.commit is not None
                     and record.task.data_hash == self._data_hash(run) and _same_settings(record, run)):
                 return path
         return None

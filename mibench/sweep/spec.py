@@ -35,9 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mibench.errors import FileFieldError
 
 SCHEMA_VERSION = 1
-LEVELS = ("edge", "node", "neuron")
-ABLATIONS = ("patching", "mean", "zero")
-SPLITS = ("train", "validation", "test", "private_test")
 
 
 class SweepSpecError(FileFieldError):
@@ -78,7 +75,8 @@ class Options(_Strict):
     sae_dir: str | None = None
     save_featurizers: bool | None = None
     # resources Ray reserves for each run: CPU threads (torch uses exactly these) and GPUs (default: 1 when the
-    # device is CUDA, else 0; a fraction shares a GPU between runs)
+    # device is CUDA, else 0; a fraction shares a GPU between runs). Ray shows each run only its own GPUs, so
+    # a sweep names the device "cuda" (the run's first visible GPU), not "cuda:<index>".
     threads: int | None = Field(None, ge=1)
     gpus: float | None = Field(None, ge=0)
 
