@@ -167,6 +167,19 @@ def test_without_ray_the_command_says_how_to_get_it(tmp_path, capsys, monkeypatc
     assert 'pip install "mibench[sweep]"' in capsys.readouterr().err
 
 
+def test_a_worker_keeps_only_the_model_it_loaded_last():
+    from mibench.models import loading
+
+    loading.keep_loaded_models()
+    try:
+        first = loading.load_model("gpt2-tasks")
+        assert loading.load_model("gpt2-tasks") is first
+        other = loading.load_model("gpt2-tasks", dtype="float64")
+        assert other is not first and loading.load_model("gpt2-tasks") is not first  # one model kept at a time
+    finally:
+        loading.keep_loaded_models(False)
+
+
 # ------------------------------------------------------------------------------------------- local Ray
 SMALL = """
 version: 1
@@ -197,13 +210,14 @@ def _scores(record: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_local_ray_sweep_matches_evaluate_resumes_and_reports_a_failing_run(tmp_path, capsys):
+def test_local_ray_sweep_matches_evaluate_resumes_and_reports_a_failing_run(tmp_path, capsys, monkeypatch):
     pytest.importorskip("ray")
     import torch
 
+    monkeypatch.chdir(tmp_path)  # the spec's relative output_dir means the same on the workers
     out = tmp_path / "sweep"
-    good = _spec(tmp_path, SMALL.format(out=out), "good.yaml")
-    full = _spec(tmp_path, SMALL.format(out=out) + FAILING, "full.yaml")
+    good = _spec(tmp_path, SMALL.format(out="sweep"), "good.yaml")
+    full = _spec(tmp_path, SMALL.format(out="sweep") + FAILING, "full.yaml")
     assert main(["sweep", str(full), "--cpus", "2", "--quiet", "--retries", "0"]) == 1  # one run failed
     text = capsys.readouterr().out
     assert "skipped (entries.0) eap node: the eap card has no node level" in text

@@ -8,6 +8,7 @@ what the spec leaves unset, the same atomic record write, and that command line 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -56,13 +57,21 @@ def run_one(run: Run) -> Path:
     return run_evaluation(request).record_path
 
 
-def execute(run: Run) -> tuple[str, float]:
-    """What a sweep worker runs: :func:`run_one` on exactly ``run.threads`` torch threads, reusing the model the
-    worker process loaded last. Returns (record path, wall seconds)."""
+def execute(run: Run, cwd: str | None = None) -> tuple[str, float]:
+    """What a sweep worker runs: :func:`run_one` in ``cwd`` (the folder ``mibench sweep`` was started in, which
+    relative paths of the spec refer to, as they do for ``mibench evaluate``) on exactly ``run.threads`` torch
+    threads, reusing the model the worker process loaded last. Returns (record path, wall seconds)."""
     import torch
 
     from mibench.models.loading import keep_loaded_models
 
+    if cwd is not None:
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            raise MibenchError(f"cannot enter {cwd} on this worker ({exc.strerror}); the nodes of a Ray cluster need "
+                               "the folder mibench sweep runs in (and the spec's paths) at the same place, e.g. a "
+                               "shared file system") from None
     torch.set_num_threads(run.threads)
     keep_loaded_models()
     start = time.perf_counter()

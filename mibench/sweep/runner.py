@@ -79,13 +79,14 @@ def run_on_ray(runs: list[Run], *, address: str | None = None, cpus: int | None 
         from mibench.sweep.execute import execute
 
         task = ray.remote(max_retries=0)(execute)  # retries are ours: a user error is not retried
+        cwd = os.getcwd()  # relative paths in the spec mean the same on the workers as here
         outcomes = {i: Outcome(run, "interrupted", "not started") for i, run in enumerate(runs)}
         pending: dict = {}
 
         def submit(i: int) -> None:
             run = runs[i]
             outcomes[i].attempts += 1
-            ref = task.options(num_cpus=run.threads, num_gpus=run.gpus, name=run.label).remote(run)
+            ref = task.options(num_cpus=run.threads, num_gpus=run.gpus, name=run.label).remote(run, cwd)
             pending[ref] = (i, time.perf_counter())
 
         for i in sorted(range(len(runs)), key=lambda i: (runs[i].model, runs[i].options.device or "", i)):
