@@ -64,7 +64,10 @@ def start_ray(address: str | None, cpus: int | None):
     address = address or os.environ.get("RAY_ADDRESS") or None
     settings = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     if address:
-        ray.init(address=address, **settings)
+        try:
+            ray.init(address=address, **settings)
+        except (ConnectionError, RuntimeError, ValueError) as exc:  # no cluster there, or not a Ray address
+            raise MibenchError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
     else:
         # the worker processes import mibench from this interpreter's environment, like the driver
         ray.init(address="local", num_cpus=cpus or local_cpus(), **settings)
