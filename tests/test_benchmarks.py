@@ -33,3 +33,13 @@ def test_circuit_benchmark_on_an_embedded_model(tmp_path):
     result = _run("circuit_speed.py", "--model", "gpt2-tasks", "--repeats", "1", tmp_path=tmp_path)
     assert set(result["seconds"]) >= {"hf_forward", "eap", "eap_ig_inputs_5", "ten_sizes"}
     assert all(value > 0 for value in result["ratios"].values())
+
+
+@pytest.mark.slow
+def test_sweep_benchmark_makes_every_run_both_ways(tmp_path):
+    pytest.importorskip("ray")
+    result = _run("sweep_speed.py", "--tasks", "ioi", "mcqa", "--methods", "random", "--limit", "2",
+                  tmp_path=tmp_path)
+    assert result["matrix"]["runs"] == 2
+    assert result["seconds"]["sequential"] > 0 and result["seconds"]["ray"] > 0
+    assert result["ratio_sequential_over_ray"] > 0

@@ -413,7 +413,7 @@ def test_records_with_a_known_circuit_also_rank_by_auroc(records, tmp_path):
 
 
 def test_republishing_records_does_not_mark_the_checkout_modified(tmp_path):
-    """publish.sh overwrites committed records run by run; only code and data changes make a checkout dirty."""
+    """Republishing (mibench sweep) overwrites committed records run by run; only code and data changes make a checkout dirty."""
     from mibench.leaderboard.build import PLOTS_DIR, TABLE_FILES
     from mibench.results.environment import OUTPUT_PATHS, checkout_commit
 
@@ -436,3 +436,31 @@ def test_republishing_records_does_not_mark_the_checkout_modified(tmp_path):
     assert checkout_commit(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert checkout_commit(tmp_path) == clean + "+dirty"
+
+
+def test_records_that_differ_only_by_seed_share_a_cell_with_mean_and_between_seed_sd(tmp_path):
+    """Three seeds of one method fold into one cell: mean, mean bootstrap stderr, seed sd and n, in every format."""
+    import statistics
+
+    cprs, errors = [0.2, 0.4, 0.9], [0.01, 0.02, 0.03]
+    for seed, (cpr, err) in enumerate(zip(cprs, errors)):
+        record = make_record("random", cpr=cpr, stderr=err).model_copy(update={"seed": seed})
+        save(tmp_path / "records", record, run=f"random_edge_patching_test_seed{seed}")
+    save(tmp_path / "records", make_record("eap", cpr=0.6))
+    board = collect_leaderboard(tmp_path / "records")
+    (table,) = board.tables
+    assert board.excluded == []  # seeds are not superseded by each other
+    cell = table.cell("random", table.columns[0])
+    mean, sd = statistics.fmean(cprs), statistics.stdev(cprs)
+    assert cell.values["CPR"] == (pytest.approx(mean), pytest.approx(statistics.fmean(errors)))
+    assert cell.spread["CPR"] == (pytest.approx(sd), 3) and cell.seeds == (0, 1, 2)
+    assert cell.record.endswith("seed0/record.json")
+    assert table.best(table.track.metrics[0], table.columns[0]) == {"eap"}  # 0.6 beats the 0.5 mean
+    assert table.cell("eap", table.columns[0]).spread == {}  # one seed: shown as before
+    build_leaderboard(tmp_path / "records", tmp_path / "out")
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert f"{mean:.3f} ± 0.020 (seed sd {sd:.3f}, n=3)" in markdown and "mean over k seeds" in markdown
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text())))
+    random_cpr = next(r for r in rows if r["method"] == "random" and r["metric"] == "CPR")
+    assert random_cpr["n_seeds"] == "3" and float(random_cpr["seed_sd"]) == pytest.approx(sd)
+    assert next(r for r in rows if r["method"] == "eap" and r["metric"] == "CPR")["n_seeds"] == "1"

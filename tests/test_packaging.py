@@ -99,7 +99,8 @@ def test_ls_does_not_import_torch(tmp_path):
     code = (
         "import sys, mibench.cli; mibench.cli.main(['ls']); "
         "assert 'torch' not in sys.modules, 'mibench ls imported torch'; "
-        "assert 'transformers' not in sys.modules, 'mibench ls imported transformers'"
+        "assert 'transformers' not in sys.modules, 'mibench ls imported transformers'; "
+        "assert 'ray' not in sys.modules, 'mibench ls imported ray'"
     )
     proc = _run([sys.executable, "-c", code], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

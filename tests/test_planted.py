@@ -185,7 +185,7 @@ def test_planted_models_ship_one_per_task_and_are_marked_in_listings(capsys):
     assert all(len(m.known_circuits) == 1 for m in planted)
     assert {"ioi", "arithmetic_addition", "mcqa"} <= {m.known_circuits[0] for m in planted}
     assert all(m.planted and m.name in model_names() for m in planted)
-    assert not any(m.planted for m in list_models())  # the task-suite listing (and publish.sh) stays apart
+    assert not any(m.planted for m in list_models())  # the task-suite listing stays apart
     assert main(["ls", "models"]) == 0
     out = capsys.readouterr().out
     for model in planted:

@@ -1,6 +1,6 @@
 """The ``mibench`` command line: one module per command, collected into :data:`COMMANDS`.
 
-Each command module (``evaluate``, ``score``, ``leaderboard``, ``submission``, ``schema``, ``ls``)
+Each command module (``evaluate``, ``score``, ``sweep``, ``leaderboard``, ``submission``, ``schema``, ``ls``)
 defines a :class:`~mibench.cli.command.Command` named ``COMMAND``: a name, a one-line help, runnable
 examples (``tests/test_packaging.py`` parses every one), a function that adds its arguments and one that
 runs it. To add a command, write such a module and append its ``COMMAND`` here. Keep heavy imports
@@ -21,12 +21,12 @@ import sys
 from collections.abc import Sequence
 
 from mibench import __version__
-from mibench.cli import evaluate, leaderboard, ls, schema, score, submission
+from mibench.cli import evaluate, leaderboard, ls, schema, score, submission, sweep
 from mibench.cli.command import PROG, Command, add_logging_arguments, format_examples
 from mibench.errors import MibenchError
 
-COMMANDS: list[Command] = [evaluate.COMMAND, score.COMMAND, leaderboard.COMMAND, submission.COMMAND,
-                           schema.COMMAND, ls.COMMAND]
+COMMANDS: list[Command] = [evaluate.COMMAND, score.COMMAND, sweep.COMMAND, leaderboard.COMMAND,
+                           submission.COMMAND, schema.COMMAND, ls.COMMAND]
 
 #: Exit statuses: a user mistake, Ctrl-C (128 + SIGINT, as shells report it), a closed pipe (128 + SIGPIPE).
 EXIT_USER_ERROR = 2

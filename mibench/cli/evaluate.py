@@ -25,13 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_causal_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    from mibench.cli.output import run_and_report
+def request_fields(args: argparse.Namespace) -> dict[str, dict]:
+    """The request fields ``evaluate`` adds to the shared options, per track (also what a sweep run uses)."""
     from mibench.method_registry import parse_method_args
 
     method = {"method": args.method, "method_args": parse_method_args(args.method_arg)}
-    return run_and_report(args, causal=method, circuit={**method, "ablation": args.ablation,
-                                                          "attribution_examples": args.attribution_examples})
+    return {"causal": method, "circuit": {**method, "ablation": args.ablation,
+                                          "attribution_examples": args.attribution_examples}}
+
+
+def run(args: argparse.Namespace) -> int:
+    from mibench.cli.output import run_and_report
+
+    return run_and_report(args, **request_fields(args))
 
 
 COMMAND = Command(

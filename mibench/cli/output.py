@@ -33,18 +33,23 @@ def run_and_report(args: Any, *, circuit: dict[str, Any], causal: dict[str, Any]
     """Run the request ``evaluate``/``score`` describe on ``args.track`` and print its report.
 
     ``circuit`` and ``causal`` are the request fields of the command (a method, or the files to score)."""
+    check_format(args.format)
+    return report(run_request(args, circuit=circuit, causal=causal), args.format)
+
+
+def run_request(args: Any, *, circuit: dict[str, Any], causal: dict[str, Any],
+                command_line: list[str] | None = None) -> Any:
+    """The pipeline run of ``args.track`` with the command's request fields; ``command_line`` is what the
+    record names as its invocation (default: this process's command line)."""
     from mibench.cli.options import causal_request, circuit_request
 
-    check_format(args.format)
     if args.track == "causal":
         from mibench.pipeline import run_causal_evaluation
 
-        result = run_causal_evaluation(causal_request(args, **causal))
-    else:
-        from mibench.pipeline import run_evaluation
+        return run_causal_evaluation(causal_request(args, command_line=command_line, **causal))
+    from mibench.pipeline import run_evaluation
 
-        result = run_evaluation(circuit_request(args, **circuit))
-    return report(result, args.format)
+    return run_evaluation(circuit_request(args, command_line=command_line, **circuit))
 
 
 def record_summary(result: Any) -> dict[str, Any]:

@@ -10,16 +10,21 @@ Rules (the same for every output format):
   agree on level, split and scorer version (the columns then differ only in task, model, counterfactual
   and model revision, which each column's note spells out);
 * one row per method (its id, plus the ablation when it is not counterfactual patching); when two ranked
-  records share a row and a column, the newest (by ``created``) is kept and the other is listed as superseded;
+  records share a row, a column and a seed, the newest (by ``created``) is kept and the other is listed as
+  superseded; records that differ only by seed share the cell: mean over seeds, the mean bootstrap standard
+  error, and the between-seed standard deviation with the number of seeds (:func:`fold_seeds`);
 * the output depends only on the records (no clock, no absolute paths), so rebuilding from the same records
   gives byte-identical files and CI can check the committed tables with ``--check``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import re
+import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,6 +121,29 @@ def _column_labels(entries: list[Entry]) -> list[Column]:
     return columns
 
 
+def fold_seeds(entries: list[Entry]) -> Entry:
+    """One cell from records that differ only by seed: each metric's mean over seeds, with the mean of their
+    bootstrap standard errors beside the between-seed standard deviation and the number of seeds.
+
+    The cell links to (and shows the plot of) the lowest seed's record. A single record is returned as is."""
+    if len(entries) == 1:
+        return entries[0]
+    entries = sorted(entries, key=lambda e: e.seed)
+    values: dict[str, tuple[float, float | None]] = {}
+    spread: dict[str, tuple[float, int]] = {}
+    for metric in entries[0].values:
+        numbers = [e.values[metric][0] for e in entries]
+        errors = [e.values[metric][1] for e in entries]
+        finite = all(math.isfinite(v) for v in numbers)
+        mean = statistics.fmean(numbers) if finite else float("nan")
+        stderr = statistics.fmean(errors) if all(x is not None for x in errors) else None
+        values[metric] = (mean, stderr)
+        spread[metric] = (statistics.stdev(numbers) if finite else float("nan"), len(numbers))
+    newest = max(entries, key=_created_order)
+    return dataclasses.replace(entries[0], values=values, spread=spread, seeds=tuple(e.seed for e in entries),
+                               created=newest.created, reasons=[])
+
+
 def collect_leaderboard(records_dir: str | Path) -> Leaderboard:
     """Read every record under ``records_dir`` and arrange them into tables (nothing is written)."""
     records_dir = Path(records_dir)
@@ -124,18 +152,19 @@ def collect_leaderboard(records_dir: str | Path) -> Leaderboard:
                            f"as <anything>/{RECORD_NAME} below it)")
     entries, unreadable, skipped = _read_entries(records_dir)
     excluded = [e for e in entries if e.reasons]
-    rankable: dict[tuple[str, str, str], list[Entry]] = {}
+    rankable: dict[tuple[str, str, str, int], list[Entry]] = {}
     for entry in entries:
         if not entry.reasons:
-            rankable.setdefault((entry.track, *entry.identity), []).append(entry)
-    ranked: list[Entry] = []
+            rankable.setdefault((entry.track, *entry.identity, entry.seed), []).append(entry)
+    per_seed: dict[tuple[str, str, str], list[Entry]] = {}
     for competing in rankable.values():
         competing.sort(key=_created_order)
         newest = competing[-1]
-        ranked.append(newest)
+        per_seed.setdefault((newest.track, *newest.identity), []).append(newest)
         for older in competing[:-1]:
             older.reasons.append(f"superseded by {newest.record} (created {newest.created})")
             excluded.append(older)
+    ranked = [fold_seeds(group) for group in per_seed.values()]
 
     groups: dict[tuple[str, tuple[str, ...]], list[Entry]] = {}
     for entry in ranked:

@@ -23,10 +23,23 @@ def _number(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
+SEEDS_NOTE = ("A value with '(seed sd s, n=k)' is the mean over k seeds: ± is the mean bootstrap standard error, "
+              "s the standard deviation between the seeds.")
+
+
 def _value_text(entry: Entry, metric: Metric, pm: str = " ± ") -> str:
     value, stderr = entry.values[metric.name]
     text = _number(value)
-    return text if stderr is None or math.isnan(value) else f"{text}{pm}{_number(stderr)}"
+    if stderr is not None and not math.isnan(value):
+        text += f"{pm}{_number(stderr)}"
+    if metric.name in entry.spread:
+        sd, n = entry.spread[metric.name]
+        text += f" (seed sd {_number(sd)}, n={n})"
+    return text
+
+
+def _has_seeds(leaderboard: Leaderboard) -> bool:
+    return any(e.spread for t in leaderboard.tables for e in t.cells.values())
 
 
 def _direction(metric: Metric) -> str:
@@ -55,6 +68,8 @@ def _md_text(text: str) -> str:
 
 def render_markdown(leaderboard: Leaderboard) -> str:
     out = ["# mibench leaderboard", "", f"<!-- {HEADER_NOTE} -->", "", _counts(leaderboard), ""]
+    if _has_seeds(leaderboard):
+        out += [SEEDS_NOTE, ""]
     if not leaderboard.tables:
         out += ["No ranked records yet.", ""]
     for table in leaderboard.tables:
@@ -115,6 +130,8 @@ def _tex(text: str) -> str:
 
 def render_latex(leaderboard: Leaderboard) -> str:
     out = [f"% {HEADER_NOTE}", r"% Needs \usepackage{booktabs}. " + BEST_NOTE, ""]
+    if _has_seeds(leaderboard):
+        out[-1:] = [f"% {SEEDS_NOTE}", ""]
     if not leaderboard.tables:
         out += ["% No ranked records yet.", ""]
     for table in leaderboard.tables:
@@ -142,7 +159,7 @@ def render_latex(leaderboard: Leaderboard) -> str:
 
 # -------------------------------------------------------------------------------------------------- CSV
 CSV_FIELDS = ("track", "table", "task", "model", "comparability_key", "method", "positions", "metric", "value",
-              "stderr", "higher_is_better", "best", "created", "record")
+              "stderr", "higher_is_better", "best", "created", "record", "n_seeds", "seed_sd")
 
 
 def render_csv(leaderboard: Leaderboard) -> str:
@@ -162,8 +179,16 @@ def render_csv(leaderboard: Leaderboard) -> str:
                     writer.writerow([table.track.name, table.title, column.task, column.model, column.key, method,
                                      entry.row_value if table.track.row_attribute else "", metric.name, repr(value), "" if stderr is None else repr(stderr),
                                      str(metric.higher_is_better).lower(), str(method in best).lower(),
-                                     entry.created, entry.record])
+                                     entry.created, entry.record, *_seed_columns(entry, metric)])
     return buffer.getvalue()
+
+
+def _seed_columns(entry: Entry, metric: Metric) -> list[str]:
+    """``n_seeds`` and ``seed_sd`` (empty for a single-seed value)."""
+    if metric.name not in entry.spread:
+        return ["1", ""]
+    sd, n = entry.spread[metric.name]
+    return [str(n), repr(sd)]
 
 
 # ------------------------------------------------------------------------------------------------- HTML
@@ -220,6 +245,8 @@ def _h(text: str) -> str:
 def render_html(leaderboard: Leaderboard) -> str:
     intro = (f'<p class="note">{_h(_counts(leaderboard))}. Click a column header to sort; '
              f"{_h(BEST_NOTE[0].lower() + BEST_NOTE[1:])} Click a value to see its plot.</p>")
+    if _has_seeds(leaderboard):
+        intro += f'\n<p class="note">{_h(SEEDS_NOTE)}</p>'
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            "<title>mibench leaderboard</title>", f"<style>\n{_STYLE}\n</style>", "</head>", "<body>",

@@ -44,6 +44,11 @@ class Entry:
     plot: Path | None = None  # the record's faithfulness plot, if it has one
     reasons: list[str] = field(default_factory=list)  # why it is not ranked; empty: ranked
     row_value: str = ""  # the track's per-method attribute (circuit track: "aware" / "invariant" positions)
+    seed: int = 0  # the record's seed
+    #: records folded into this entry that differ only by seed (see build.fold_seeds): their seeds, and per
+    #: metric (between-seed standard deviation, number of seeds); empty for a single-seed entry
+    seeds: tuple[int, ...] = ()
+    spread: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -159,6 +164,7 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
         plot=_plot_path(path, record.artifacts.get("plot")),
         reasons=reasons,
         row_value="aware" if method.position_aware else "invariant",
+        seed=record.seed,
     )
 
 
@@ -237,6 +243,7 @@ def read_causal_entry(path: Path, rel: str) -> Entry:
         created=record.created,
         plot=_plot_path(path, record.artifacts.get("plot")),
         reasons=reasons,
+        seed=record.seed,
     )
 
 

@@ -144,6 +144,24 @@ def tokenizer_from(source: str, **kwargs: Any):
     return AutoTokenizer.from_pretrained(source, **kwargs)
 
 
+#: Models kept loaded for reuse (see :func:`keep_loaded_models`): (model, dtype, device, revision, tokenizer) ->
+#: LoadedModel. None: every call loads afresh (the default).
+_KEPT: dict[tuple, LoadedModel] | None = None
+
+
+def keep_loaded_models(enabled: bool = True) -> None:
+    """Make :func:`load_model` in this process return the model it loaded last when asked for the same one.
+
+    For processes that evaluate run after run (a sweep worker): loading dominates short runs. Only the most
+    recent model is kept, so a worker never holds more than one. Safe because nothing at runtime changes a
+    loaded model: it stays in eval mode, and the engines restore the ``requires_grad`` flags they change."""
+    global _KEPT
+    if not enabled:
+        _KEPT = None
+    elif _KEPT is None:
+        _KEPT = {}
+
+
 def load_model(
     model_id: str | os.PathLike,
     *,
@@ -160,6 +178,17 @@ def load_model(
     A hub id that cannot be fetched (no network, gated model) raises one error that names the model and
     says how to proceed offline, instead of a stack of connection retries.
     """
+    if _KEPT is not None:
+        key = (str(model_id), str(dtype), str(device), revision, load_tokenizer)
+        if key not in _KEPT:
+            _KEPT.clear()  # one model at a time
+            _KEPT[key] = _load_model(model_id, dtype=dtype, device=device, revision=revision,
+                                     load_tokenizer=load_tokenizer)
+        return _KEPT[key]
+    return _load_model(model_id, dtype=dtype, device=device, revision=revision, load_tokenizer=load_tokenizer)
+
+
+def _load_model(model_id, *, dtype, device, revision, load_tokenizer) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     from mibench.zoo.catalog import model_names
