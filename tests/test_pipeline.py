@@ -84,3 +84,28 @@ def test_the_baseline_reached_through_the_registry_is_the_seeded_random_graph(ra
         assert torch.equal(graph.node_scores, torch.randn(graph.n_forward, generator=generator))
     else:
         assert torch.equal(graph.neuron_scores, torch.randn(graph.n_forward, graph.d_model, generator=generator))
+
+
+def test_staging_folders_of_ended_processes_are_removed_and_live_ones_kept(tmp_path):
+    """A run killed outright cannot clean up; the next run in the same folder removes what it left."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from mibench.pipeline.staging import remove_abandoned_staging, staged_folder
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(ended.stdout)
+    host = socket.gethostname()
+    abandoned = tmp_path / f".run-{host}-{dead_pid}-abc123.partial"
+    live = tmp_path / f".run-{host}-{os.getpid()}-def456.partial"
+    elsewhere = tmp_path / f".run-otherhost-{dead_pid}-ghi789.partial"
+    for folder in (abandoned, live, elsewhere):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "scores.json").write_text("{}")
+    assert remove_abandoned_staging(tmp_path) == [abandoned]
+    assert live.exists() and elsewhere.exists() and not abandoned.exists()
+    with staged_folder(tmp_path) as staging:
+        assert staging.name.startswith(f".run-{host}-{os.getpid()}-")
+    assert not staging.exists()

@@ -3,12 +3,17 @@
 An interrupted or failed run (Ctrl-C, an error while scoring) leaves nothing behind: no scores file
 without its record, no half a folder of featurizers. Publishing moves each file into place with
 ``os.replace`` and the record last, so a folder holding ``record.json`` is always complete.
+
+A process killed outright (SIGKILL, a Ray worker cancelled by force) cannot remove its staging folder.
+The folder's name carries the host and process id that made it, so the next run in the same output folder
+removes the staging folders of processes of this host that no longer exist (never those of live ones).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,13 +28,41 @@ def staged_folder(root: Path) -> Iterator[Path]:
     system); it is removed on the way out, published or not."""
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".run-", suffix=".partial", dir=root))
+    remove_abandoned_staging(root)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{socket.gethostname()}-{os.getpid()}-", suffix=_SUFFIX,
+                                    dir=root))
     try:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not any(root.iterdir()):
             root.rmdir()  # a failed first run leaves no empty output folder either
+
+
+_PREFIX, _SUFFIX = ".run-", ".partial"
+
+
+def remove_abandoned_staging(root: Path) -> list[Path]:
+    """Remove the staging folders under ``root`` left by processes of this host that have ended; returns them."""
+    host = socket.gethostname()
+    removed = []
+    for folder in root.glob(f"{_PREFIX}*{_SUFFIX}"):
+        maker = folder.name[len(_PREFIX):-len(_SUFFIX)].rsplit("-", 2)
+        if len(maker) != 3 or maker[0] != host or not maker[1].isdigit() or _alive(int(maker[1])):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def publish(staging: Path, final: Path) -> None:
