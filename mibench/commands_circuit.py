@@ -8,7 +8,7 @@ import sys
 from mibench.errors import MibenchError
 
 LEVELS = ("edge", "node", "neuron")
-ABLATIONS = ("patching", "mean", "zero")
+ABLATIONS = ("patching", "mean", "zero", "optimal")
 SPLITS = ("train", "validation", "test", "private_test")
 
 

@@ -24,7 +24,7 @@ from mibench.plugins import card_files, check_registration, plugin_sources, qual
 from mibench.validation import check_entry_point, describe_validation_error
 
 Level = Literal["edge", "node", "neuron"]
-AblationKind = Literal["patching", "mean", "zero"]
+AblationKind = Literal["patching", "mean", "zero", "optimal"]
 
 
 class MethodCardError(MibenchError, ValueError):
