@@ -90,14 +90,15 @@ def replacement_losses(engine: PatchingEngine, input_ids: Tensor, attention_mask
 
 def next_token_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """Per row, the summed cross-entropy of predicting each real token from the ones before it."""
-    valid = (attention_mask[:, 1:] * attention_mask[:, :-1]).to(torch.float32)
-    ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten(),
+    wide = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
+    valid = (attention_mask[:, 1:] * attention_mask[:, :-1]).to(wide.dtype)
+    ce = torch.nn.functional.cross_entropy(wide.flatten(0, 1), input_ids[:, 1:].flatten(),
                                            reduction="none").view_as(valid)
     return (ce * valid).sum(1)
 
 
 def _token_counts(attention_mask: Tensor) -> Tensor:
-    return (attention_mask[:, 1:] * attention_mask[:, :-1]).sum(1).clamp_min(1).to(torch.float32)
+    return (attention_mask[:, 1:] * attention_mask[:, :-1]).sum(1).clamp_min(1)
 
 
 # ---------------------------------------------------------------------- fit
