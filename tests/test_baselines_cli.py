@@ -50,3 +50,31 @@ def test_optimal_ablation_runs_with_every_ablation_method(tmp_path, monkeypatch,
     assert len(cards) == 1
     card = json.loads(cards[0].read_text())
     assert card["settings"]["max_steps"] == SHORT_FIT.max_steps and card["n_prompts"] == 6
+
+
+@pytest.mark.slow
+def test_ugs_recovers_the_planted_ioi_circuit():
+    """A short UGS run (60 steps, 4 mask samples; its edge-count regulariser pushes the masks to sparsity) ranks
+    the planted model's 5 circuit edges (of 110) above the rest: AUROC over the continuous scores >= 0.9
+    (0.97 when written; 300 steps with the defaults reached 1.0, see the method card)."""
+    import torch
+
+    from mibench.circuits.auroc import roc_curve
+    from mibench.circuits.batches import build_batches
+    from mibench.circuits.ground_truth import ground_truth_counterfactual, ground_truth_path
+    from mibench.circuits.method import AttributionContext, load_method
+    from mibench.data.registry import load_task
+    from mibench.engine import PatchingEngine
+    from mibench.graph.io import load_circuit
+    from mibench.models.loading import load_model
+
+    loaded = load_model("planted-ioi")
+    engine = PatchingEngine(loaded.adapter)
+    examples = load_task("ioi").examples("train", 64)
+    data = build_batches(examples, loaded.tokenizer, ground_truth_counterfactual("planted-ioi", "ioi"), 64)
+    method = load_method("ugs", {"steps": 60, "samples": 4})
+    torch.manual_seed(0)
+    graph = method.score(AttributionContext(engine, data.batches, ablation="patching", seed=0))
+    truth = load_circuit(ground_truth_path("planted-ioi", "ioi"), layout=engine.layout)
+    auroc, _, _ = roc_curve(graph.edge_scores, truth)
+    assert auroc >= 0.9, auroc

@@ -15,30 +15,23 @@ import itertools
 import pytest
 import torch
 
-from mibench.circuits.batches import CircuitBatch
-from mibench.circuits.learned_masks import MaskStep, head_edge_totals, kl_from_full, prune_dangling
+from mibench.circuits.learned_masks import (
+    EdgeParameters,
+    MaskStep,
+    head_edge_totals,
+    kl_from_full,
+    prune_dangling,
+)
 from mibench.circuits.method import AttributionContext, load_method
-from mibench.engine import PatchingEngine
 from mibench.engine.ablation import Ablation
 from mibench.graph.graph import real_edge_mask
 from mibench.methods.edge_pruning.method import hard_concrete, keep_log_odds, sparsity_penalty
 from mibench.methods.ugs.method import sample_uniform_masks
-from mibench.circuits.learned_masks import EdgeParameters
-from mibench.models.adapter import adapter_for
-from mibench.models.tiny import tiny_model
+from tests.tiny_batches import tiny_engine_and_batch
 
 
 def _setup(batch: int = 3, seq: int = 6):
-    model = tiny_model("gpt2", n_layers=2, dtype=torch.float64)
-    engine = PatchingEngine(adapter_for(model))
-    gen = torch.Generator().manual_seed(0)
-    clean = torch.randint(3, 101, (batch, seq), generator=gen)
-    cf = clean.clone()
-    cf[:, 1:3] = torch.randint(3, 101, (batch, 2), generator=gen)
-    mask = torch.ones(batch, seq, dtype=torch.long)
-    answers, cf_answers = torch.randint(3, 101, (2, batch), generator=gen)
-    data = CircuitBatch(clean, cf, mask, answers, cf_answers, [f"ex{i}" for i in range(batch)])
-    return engine, data
+    return tiny_engine_and_batch(batch, seq)
 
 
 def _step(engine, data) -> MaskStep:

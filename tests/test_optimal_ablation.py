@@ -12,32 +12,20 @@ import pytest
 import torch
 
 from mibench.circuits.attribution import attribute
-from mibench.circuits.batches import CircuitBatch
 from mibench.circuits.exact import exact_patching
 from mibench.circuits.method import AttributionContext
-from mibench.engine import CircuitMask, PatchingEngine
+from mibench.engine import CircuitMask
 from mibench.engine import optimal_ablation as oa
 from mibench.engine.ablation import Ablation, mean_ablation
 from mibench.engine.engine import SourceActivations
 from mibench.errors import MibenchError
-from mibench.models.adapter import adapter_for
-from mibench.models.tiny import tiny_model
+from tests.tiny_batches import tiny_engine_and_batch
 
 FAST = oa.OptimalAblationSettings(lr=3e-2, max_steps=12, check_every=3, patience=2, prompts_per_step=3)
 
 
 def _setup(batch: int = 6, seq: int = 7):
-    model = tiny_model("gpt2", n_layers=2, dtype=torch.float64)
-    engine = PatchingEngine(adapter_for(model))
-    gen = torch.Generator().manual_seed(0)
-    clean = torch.randint(3, 101, (batch, seq), generator=gen)
-    cf = clean.clone()
-    cf[:, 1:3] = torch.randint(3, 101, (batch, 2), generator=gen)
-    mask = torch.ones(batch, seq, dtype=torch.long)
-    mask[0, -2:] = 0  # one padded prompt
-    answers, cf_answers = torch.randint(3, 101, (2, batch), generator=gen)
-    data = CircuitBatch(clean, cf, mask, answers, cf_answers, [f"ex{i}" for i in range(batch)])
-    return engine, data
+    return tiny_engine_and_batch(batch, seq, padded_rows=1)
 
 
 def _as_optimal(ablation: Ablation) -> Ablation:
@@ -53,8 +41,9 @@ def test_replacement_objective_is_node_ablation_through_masks():
         for i, node in enumerate(nodes):
             keep = torch.ones(engine.layout.n_forward, dtype=torch.bool)
             keep[node] = False
-            logits = engine.forward(data.clean_ids, data.attention_mask, mask=CircuitMask.from_nodes(engine.layout, keep),
-                                    ablation=mean, logit_positions="all").logits
+            node_mask = CircuitMask.from_nodes(engine.layout, keep)
+            logits = engine.forward(data.clean_ids, data.attention_mask, mask=node_mask, ablation=mean,
+                                    logit_positions="all").logits
             summed = oa.next_token_loss(logits, data.clean_ids.to(engine.device), data.attention_mask).sum()
             tokens = (data.attention_mask[:, 1:] * data.attention_mask[:, :-1]).sum()
             assert fast[i].item() == pytest.approx((summed / tokens).item(), rel=1e-10)
@@ -99,8 +88,8 @@ def test_a_stopped_node_keeps_its_constant():
     grouped = [(g, u) for g in engine.groups for u in range(g.size)]
     group, unit = grouped[node]
     index = engine.groups.index(group)
-    torch.testing.assert_close(long.ablation.sources.groups[index][:, unit], short.ablation.sources.groups[index][:, unit],
-                               rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(long.ablation.sources.groups[index][:, unit],
+                               short.ablation.sources.groups[index][:, unit], rtol=1e-9, atol=1e-12)
 
 
 def test_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
