@@ -31,7 +31,8 @@ def test_engine_benchmark_reports_every_ratio(tmp_path):
 
 @pytest.mark.slow
 def test_circuit_benchmark_on_an_embedded_model(tmp_path):
-    result = _run("circuit_speed.py", "--model", "gpt2-tasks", "--repeats", "1", tmp_path=tmp_path)
+    result = _run("circuit_speed.py", "--model", "gpt2-tasks", "--repeats", "1", "--batch", "4", "--ugs-samples", "2",
+                  tmp_path=tmp_path)
     assert set(result["seconds"]) >= {"hf_forward", "eap", "eap_ig_inputs_5", "ten_sizes", "ugs_3_steps",
                                       "edge_pruning_3_steps", "optimal_ablation_3_steps"}
     # per-step ratios are differences of two timings (noise could push one below 0 on a busy machine)
