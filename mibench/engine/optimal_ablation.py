@@ -116,8 +116,9 @@ def fit_optimal_ablation(engine: PatchingEngine, batches: Iterable[tuple[Tensor,
     steps_data = _step_batches(batches, settings)
     if init is None:
         init = mean_ablation(engine, batches)
-    constants = [g.detach().clone().to(engine.device, engine.dtype).requires_grad_(True)
-                 for g in init.sources.groups]
+    # at least float32: Adam's small steps vanish in bf16 (the forward casts to the model's dtype)
+    master = torch.promote_types(engine.dtype, torch.float32)
+    constants = [g.detach().clone().to(engine.device, master).requires_grad_(True) for g in init.sources.groups]
     optimizer = torch.optim.Adam(constants, lr=settings.lr)
     n_nodes = engine.layout.n_forward
     active = list(range(n_nodes))
