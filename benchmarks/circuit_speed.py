@@ -3,6 +3,10 @@
 * Attribution (EAP, EAP-IG-inputs with 5 steps) per batch, including its counterfactual and clean
   recording runs, against one plain forward+backward of the same model and batch with frozen weights
   (the floor for any gradient method). Targets: EAP <= 2.5x, EAP-IG-inputs <= 7x.
+* The learned baselines per optimisation step, against the same forward+backward: a UGS step (``--ugs-samples``
+  mask samples of the whole batch, stacked), an Edge Pruning step (one mask, the whole batch), and one step of
+  the optimal-ablation fit (every node's copy of the batch). Each is the difference of a 3-step and a 1-step
+  run over two, so the one-off recording runs cancel; a full run multiplies it by its step count.
 * Evaluation of the ten circuit sizes (one ranking; and the full scorer with both rankings, as
   ``mibench evaluate`` runs it), including the counterfactual and clean runs, against one plain forward
   (target <= 4x).
@@ -37,9 +41,11 @@ from engine_speed import best_times, build_model  # noqa: E402
 from mibench.circuits.attribution import attribute  # noqa: E402
 from mibench.circuits.batches import CircuitBatch, build_batches  # noqa: E402
 from mibench.circuits.faithfulness import evaluate_circuits  # noqa: E402
+from mibench.circuits.method import AttributionContext, load_method  # noqa: E402
 from mibench.circuits.scorer import score_attribution  # noqa: E402
 from mibench.circuits.selection import circuits_at_sizes  # noqa: E402
 from mibench.engine import PatchingEngine  # noqa: E402
+from mibench.engine.optimal_ablation import OptimalAblationSettings, fit_optimal_ablation  # noqa: E402
 from mibench.models.adapter import adapter_for  # noqa: E402
 
 
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, default=20, help="tokens per prompt for the random model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds (default: 3)")
+    parser.add_argument("--ugs-samples", type=int, default=12, help="UGS mask samples per step (default: MIB's 12)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -97,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
 
     graph = attribute(engine, [batch])
     ten = circuits_at_sizes(graph, absolute=True)
+    context = AttributionContext(engine, [batch])
+
+    def learned(name: str, steps: int, **arguments):
+        method = load_method(name, {"steps": steps, "prompts_per_step": batch.size, **arguments})
+        return lambda: method.score(context)
+
+    def optimal_fit(steps: int):
+        settings = OptimalAblationSettings(max_steps=steps, prompts_per_step=batch.size)
+        return lambda: fit_optimal_ablation(engine, [(batch.clean_ids, batch.attention_mask)], settings)
+
     seconds = best_times({
         "hf_forward": hf_forward,
         "hf_forward_backward_frozen": hf_forward_backward,
@@ -104,7 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         "eap_ig_inputs_5": lambda: attribute(engine, [batch], interpolation="inputs", steps=5),
         "ten_sizes": lambda: evaluate_circuits(engine, [batch], ten),
         "scorer_both_rankings": lambda: score_attribution(engine, [batch], graph, bootstrap=0),
+        "ugs_1_step": learned("ugs", 1, samples=args.ugs_samples),
+        "ugs_3_steps": learned("ugs", 3, samples=args.ugs_samples),
+        "edge_pruning_1_step": learned("edge-pruning", 1),
+        "edge_pruning_3_steps": learned("edge-pruning", 3),
+        "optimal_ablation_1_step": optimal_fit(1),
+        "optimal_ablation_3_steps": optimal_fit(3),
     }, args.repeats)
+
+    def per_step(name: str) -> float:
+        return (seconds[f"{name}_3_steps"] - seconds[f"{name}_1_step"]) / 2
 
     fwd, fwd_bwd = seconds["hf_forward"], seconds["hf_forward_backward_frozen"]
     ratios = {
@@ -112,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         "EAP-IG-inputs, 5 steps / HF fwd+bwd (target <= 7)": seconds["eap_ig_inputs_5"] / fwd_bwd,
         "10 sizes (one ranking, incl. cf + clean runs) / HF fwd (target <= 4)": seconds["ten_sizes"] / fwd,
         "scorer, both rankings (<= 20 circuits) / HF fwd": seconds["scorer_both_rankings"] / fwd,
+        f"UGS, one step ({args.ugs_samples} mask samples x batch) / HF fwd+bwd": per_step("ugs") / fwd_bwd,
+        "Edge Pruning, one step (one mask x batch) / HF fwd+bwd": per_step("edge_pruning") / fwd_bwd,
+        f"optimal-ablation fit, one step ({layout.n_forward} nodes x batch) / HF fwd+bwd":
+            per_step("optimal_ablation") / fwd_bwd,
     }
     print(f"model: {description}; {layout.n_layers} layers x {layout.n_heads} heads, d_model {layout.d_model}, "
           f"{layout.n_edges} edges; {args.threads} threads; torch {torch.__version__}")

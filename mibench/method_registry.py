@@ -22,7 +22,7 @@ from mibench.registry import CardCatalog, Registry
 from mibench.validation import CardError, check_entry_point, read_card
 
 Level = Literal["edge", "node", "neuron"]
-AblationKind = Literal["patching", "mean", "zero"]
+AblationKind = Literal["patching", "mean", "zero", "optimal"]
 
 
 class MethodCardError(CardError):

@@ -80,11 +80,12 @@ def ablation_for_batch(engine: PatchingEngine, batch: CircuitBatch, kind: str, r
         return Ablation.patching(engine, batch.cf_ids, batch.attention_mask)
     if kind == "zero":
         return Ablation.zero()
-    if kind == "mean":
+    if kind in ("mean", "optimal"):
         if reference is None:
-            raise ValueError("mean ablation needs reference means (see mibench.engine.ablation.mean_ablation)")
+            raise ValueError(f"{kind} ablation needs its reference activations (see mibench.engine.ablation."
+                             "mean_ablation and mibench.engine.optimal_ablation)")
         return reference
-    raise ValueError(f"unknown ablation {kind!r} (patching, mean or zero)")
+    raise ValueError(f"unknown ablation {kind!r} (patching, mean, zero or optimal)")
 
 
 def ablation_and_activations(engine: PatchingEngine, batch: CircuitBatch, kind: str,

@@ -41,10 +41,17 @@ class AttributionContext:
 
     @cached_property
     def reference_ablation(self) -> Ablation | None:
-        """For mean ablation: per-node means over the attribution data's clean prompts (MIB's choice)."""
-        if self.ablation != "mean":
-            return None
-        return mean_ablation(self.engine, [(b.clean_ids, b.attention_mask) for b in self.batches])
+        """For mean ablation: per-node means over the attribution data's clean prompts (MIB's choice). For
+        optimal ablation: per-node constants fitted on the same prompts (cached; see
+        :mod:`mibench.engine.optimal_ablation`)."""
+        prompts = [(b.clean_ids, b.attention_mask) for b in self.batches]
+        if self.ablation == "mean":
+            return mean_ablation(self.engine, prompts)
+        if self.ablation == "optimal":
+            from mibench.engine.optimal_ablation import optimal_ablation
+
+            return optimal_ablation(self.engine, prompts)
+        return None
 
 
 class CircuitMethod:

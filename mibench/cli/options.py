@@ -9,7 +9,7 @@ import sys
 from mibench.errors import MibenchError
 
 LEVELS = ("edge", "node", "neuron")
-ABLATIONS = ("patching", "mean", "zero")
+ABLATIONS = ("patching", "mean", "zero", "optimal")
 SPLITS = ("train", "validation", "test", "private_test")
 #: --dtype choices; the loader also accepts the aliases fp32, fp16 and bf16.
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64", "fp32", "fp16", "bf16")

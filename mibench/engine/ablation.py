@@ -1,8 +1,9 @@
-"""What an ablated edge carries: counterfactual (patching), mean, or zero activations.
+"""What an ablated edge carries: counterfactual (patching), mean, zero or optimal (learned constant) activations.
 
 Every ablation is a list of per-source-group tensors broadcastable to ``[B, U_g, T, d]`` (the layout of
 :class:`~mibench.engine.engine.SourceActivations`). Patching takes them from a recorded counterfactual
-run; mean ablation averages recorded runs over a reference set; zero ablation needs none.
+run; mean ablation averages recorded runs over a reference set; zero ablation needs none; optimal
+ablation holds constants fitted to the LM loss (:mod:`mibench.engine.optimal_ablation`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mibench.engine.engine import EngineOutput, PatchingEngine, SourceActivation
 class Ablation:
     """Ablated activations per source group; ``None`` means zero ablation."""
 
-    kind: Literal["patching", "mean", "zero"]
+    kind: Literal["patching", "mean", "zero", "optimal"]
     sources: SourceActivations | None
     #: For patching: the attention mask of the recorded counterfactual run. When a forward uses the same
     #: mask, a node none of whose inputs keeps an edge reads exactly the counterfactual residual, so its

@@ -1,0 +1,1 @@
+"""Built-in circuit method (see method.yaml)."""
