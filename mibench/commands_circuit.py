@@ -135,6 +135,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from mibench.submissions.file_rules import check_score_path
+
+    # the file rules every path applies to files from outside, before the model is loaded
+    check_score_path(args.track, args.circuit_file, task=args.task, model=args.model or default_model(),
+                     variable=args.variable)
     if args.track == "causal":
         return _run_causal(args, featurizer_dir=args.circuit_file)
     from mibench.circuits.run import run_evaluation

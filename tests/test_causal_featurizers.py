@@ -302,10 +302,11 @@ def test_malformed_featurizer_files_name_the_file_and_field(tmp_path):
     message = broken(lambda d: d.pop("layer"))
     assert str(card) in message and "layer" in message
     message = broken(lambda d: d["featurizer"]["config"].update({"n_features": 5}))
-    assert str(card) in message and "selection over 4 features does not fit a featurizer with 5" in message
+    assert str(card) in message and "selection.config.n_features: 4, but the featurizer has 5 features" in message
 
     def wider(data):
         data["featurizer"]["config"]["n_features"] = data["selection"]["config"]["n_features"] = 5
+        data["n_features"] = 5
 
     message = broken(wider)
     assert "L0_END.safetensors" in message and "do not fit" in message
