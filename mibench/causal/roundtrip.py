@@ -3,12 +3,13 @@
 A featurizer class that keeps fitted or trained state in a plain attribute (not a parameter or buffer) is
 saved without it, and scoring the saved copy silently gives another number than the run that trained it.
 :func:`round_trip_difference` saves an intervention into a temporary folder, loads it back through the same
-code ``mibench score --track causal`` uses, and compares both on seeded random inputs.
+code ``mibench score --track causal`` uses (in memory: the same JSON text and safetensors bytes a folder
+would hold), and compares both on seeded random inputs.
 """
 
 from __future__ import annotations
 
-import tempfile
+from pathlib import Path
 
 import torch
 
@@ -22,7 +23,9 @@ TOLERANCE = 1e-5
 def round_trip_difference(interchange: Interchange, *, layer: int = 0, role: str = "site",
                           n_inputs: int = 8, seed: int = 0) -> str | None:
     """None if the saved and reloaded copy computes what ``interchange`` computes; else what differs."""
-    from mibench.causal.storage import load_interchange, save_interchange
+    from safetensors.torch import load, save
+
+    from mibench.causal.storage import interchange_payload, parse_card, rebuild_interchange
 
     generator = torch.Generator().manual_seed(seed)
     d_model = interchange.featurizer.d_model
@@ -30,9 +33,10 @@ def round_trip_difference(interchange: Interchange, *, layer: int = 0, role: str
     source = torch.randn(n_inputs, d_model, generator=generator)
     interchange = interchange.eval()
     expected = interchange(base, source)
-    with tempfile.TemporaryDirectory() as folder:
-        card = save_interchange(interchange, folder, layer=layer, role=role)
-        _, again = load_interchange(card)
+    text, tensors = interchange_payload(interchange, layer=layer, role=role)
+    where = Path(f"L{layer}_{role}.json")
+    again = rebuild_interchange(parse_card(where, text.encode("utf-8")), load(save(tensors)),
+                                where.with_suffix(".safetensors"))
     got = again(base, source)
     selected = torch.equal(again.selection.selected(), interchange.selection.selected())
     if got.shape != expected.shape or not selected:

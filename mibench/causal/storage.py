@@ -65,16 +65,23 @@ def save_interchange(interchange: Interchange, folder: str | Path, *, layer: int
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = site_stem(layer, role)
-    card = {"format": CARD_FORMAT, "version": CARD_VERSION, "layer": layer, "role": role, **context,
-            **interchange.describe()}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in interchange.state_dict().items()
-               if not _by_reference(interchange, k)}
+    card, tensors = interchange_payload(interchange, layer=layer, role=role, **context)
     tmp = folder / f".{stem}.safetensors.tmp"
     save_file(tensors, str(tmp))
     tmp.replace(folder / f"{stem}.safetensors")
     path = folder / f"{stem}.json"
-    atomic_write_text(path, json.dumps(card, indent=2, default=_jsonable) + "\n")
+    atomic_write_text(path, card)
     return path
+
+
+def interchange_payload(interchange: Interchange, *, layer: int, role: str,
+                        **context: Any) -> tuple[str, dict[str, Any]]:
+    """What a saved intervention consists of: the JSON card's text and the tensors its file stores."""
+    card = {"format": CARD_FORMAT, "version": CARD_VERSION, "layer": layer, "role": role, **context,
+            **interchange.describe()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in interchange.state_dict().items()
+               if not _by_reference(interchange, k)}
+    return json.dumps(card, indent=2, default=_jsonable) + "\n", tensors
 
 
 def load_interchange(card_path: str | Path) -> tuple[FeaturizerCard, Interchange]:
@@ -87,22 +94,31 @@ def load_interchange(card_path: str | Path) -> tuple[FeaturizerCard, Interchange
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from mibench.causal.arguments import SiteDimensions, check_description
-
     card_path = Path(card_path)
     card = read_card(card_path)
     tensors_path = card_path.with_suffix(".safetensors")
-    checked = check_description(card.model_dump(), SiteDimensions())
-    if checked.problems:
-        field, message = checked.problems[0]
-        raise FeaturizerFileError(card_path, field, message)
-    interchange = Interchange.from_description(card.model_dump())
+    _check_arguments(card, card_path)
     if not tensors_path.exists():
         raise FeaturizerFileError(tensors_path, None, "missing (every card needs its tensors beside it)")
     try:
         tensors = load_file(str(tensors_path))
     except (SafetensorError, OSError) as exc:
         raise FeaturizerFileError(tensors_path, None, f"not a safetensors file: {exc}") from None
+    return card, rebuild_interchange(card, tensors, tensors_path)
+
+
+def _check_arguments(card: FeaturizerCard, card_path: Path) -> None:
+    from mibench.causal.arguments import SiteDimensions, check_description
+
+    checked = check_description(card.model_dump(), SiteDimensions())
+    if checked.problems:
+        field, message = checked.problems[0]
+        raise FeaturizerFileError(card_path, field, message)
+
+
+def rebuild_interchange(card: FeaturizerCard, tensors: dict[str, Any], tensors_path: Path) -> Interchange:
+    """Build the card's registered classes and load ``tensors`` into them (strictly: every key, every shape)."""
+    interchange = Interchange.from_description(card.model_dump())
     if interchange.featurizer.weights_by_reference:  # the featurizer loaded its fixed weights itself
         own = {k: v for k, v in interchange.state_dict().items() if _by_reference(interchange, k)}
         stray = sorted(k for k in tensors if _by_reference(interchange, k))
@@ -115,7 +131,7 @@ def load_interchange(card_path: str | Path) -> tuple[FeaturizerCard, Interchange
     except RuntimeError as exc:
         raise FeaturizerFileError(tensors_path, None, f"tensors do not fit the card's featurizer: {exc}") from None
     interchange.eval()
-    return card, interchange
+    return interchange
 
 
 def _by_reference(interchange: Interchange, key: str) -> bool:
