@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mibench.results.record import FORMAT_VERSION, EnvironmentInfo, ModelInfo, read_validated
+from mibench.results.record import FORMAT_VERSION, EnvironmentInfo, ModelInfo, PluginStamp, read_validated
 
 
 class _Strict(BaseModel):
@@ -42,6 +42,7 @@ class CausalMethodInfo(_Strict):
     arguments: dict[str, Any] = Field(default_factory=dict)
     source: Literal["method", "featurizers"] = "method"
     folder: str | None = None
+    plugin: PluginStamp | None = None
 
 
 class SiteRecord(_Strict):

@@ -61,6 +61,7 @@ class SubmissionReport:
     card: SubmissionCard | None
     cells: list[Cell]
     problems: list[Problem]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -170,30 +171,20 @@ def _check_circuits(cell: Cell, problems: list[Problem]) -> None:
     cell.files = [path for _count, _name, path in sized]
 
 
-def _check_plugin(path: Path, card: SubmissionCard, card_file: str, problems: list[Problem]) -> None:
-    from mibench.plugins import PluginError, plugin_sources
+def _check_plugin(path: Path, card: SubmissionCard, card_file: str, report: SubmissionReport) -> None:
+    import warnings
+
+    from mibench.submissions.plugin import PluginWithoutCardsWarning, plugin_problems
 
     for item in _entries(path):
         if item.name not in TOP_LEVEL_FILES:
-            problems.append(Problem(str(item), None, f"unexpected {'folder' if item.is_dir() else 'file'}: a plugin "
-                                    f"submission holds only {CARD_FILE} (and optionally {README_FILE})"))
-    assert card.plugin is not None
-    namespace = card.plugin.method.split(":")[0]
-    try:
-        installed = {source.namespace for source in plugin_sources()}
-    except PluginError:
-        installed = set()
-    if namespace in installed:  # the plugin is installed here: its method must exist
-        from mibench.method_registry import get_method_card
-
-        try:
-            method = get_method_card(card.plugin.method)
-        except (MibenchError, KeyError) as exc:
-            problems.append(Problem(card_file, "plugin.method", str(exc)))
-            return
-        if method.track != card.track:
-            problems.append(Problem(card_file, "plugin.method", f"{method.id} is a {method.track}-track method, "
-                                    f"but the card says track: {card.track}"))
+            report.problems.append(Problem(str(item), None, f"unexpected {'folder' if item.is_dir() else 'file'}: a "
+                                           f"plugin submission holds only {CARD_FILE} (and optionally {README_FILE})"))
+    problems, found = plugin_problems(card, card_file)
+    report.problems += problems
+    for warning in found:
+        report.warnings.append(warning)
+        warnings.warn(warning, PluginWithoutCardsWarning, stacklevel=2)
 
 
 def _check_card_semantics(card: SubmissionCard, card_file: str,
@@ -264,7 +255,7 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
         problems.append(Problem(card_file, "variables", "applies to causal-track submissions only"))
     if card.contains == "plugin":
         if card.plugin is not None:
-            _check_plugin(path, card, card_file, problems)
+            _check_plugin(path, card, card_file, report)
         return report
 
     expected: dict[str, tuple[str, str]] = {}
