@@ -293,9 +293,11 @@ def test_circuit_size_limits_and_count_are_enforced(tmp_path):
 def test_plugin_submissions_name_a_namespaced_method_and_ship_no_files(tmp_path):
     folder = tmp_path / "acme"
     write_card(folder, contains="plugin", plugin={"distribution": "acme-mib", "method": "acme:fast-eap"})
-    assert check_submission(folder) == []
-    write_card(folder, contains="plugin", plugin={"distribution": "acme mib", "method": "fast-eap"})
     card = folder / "submission.yaml"
+    assert messages(check_submission(folder)) == [  # the plugin must be installed to be checked (and scored)
+        f"{card}: plugin.distribution: 'acme-mib' is not installed; install it (pip install <its source>) before "
+        "checking or evaluating the submission"]
+    write_card(folder, contains="plugin", plugin={"distribution": "acme mib", "method": "fast-eap"})
     fields = {p.field for p in check_submission(folder)}
     assert fields == {"plugin.distribution", "plugin.method"}
     write_card(folder, contains="plugin")
