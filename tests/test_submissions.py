@@ -198,7 +198,8 @@ def test_stray_and_duplicate_files_and_symlinks_are_refused(tmp_path):
     found = messages(check_submission(folder))
     assert f"{folder / 'ioi_tiny-a'}: more than one importances file (importances.json, importances.pt); keep one" \
         in found
-    assert any(line.startswith(f"{folder / 'loose.json'}: unexpected file: circuit files belong in a <task>_<model> folder")
+    assert any(line.startswith(f"{folder / 'loose.json'}: unexpected file: circuit files belong in a "
+                               "<task>_<model> folder")
                for line in found)
     assert f"{folder / 'mcqa_tiny-b' / 'abs-true'}: unexpected folder: a cell folder holds its files directly" in found
     assert len(found) == 3

@@ -151,3 +151,16 @@ def at_most_width(field: str, value: int, d_model: int) -> list[tuple[str, str]]
     if value > d_model:
         return [(field, f"{value} features in a {d_model}-dimensional space: at most {d_model}")]
     return []
+
+
+class FeatureBasisSchema:
+    """Mixin for a featurizer with ``n_features`` directions in the ``d_model``-space (subspace, PCA, a plugin's
+    basis): the width must match the model's and there are at most ``d_model`` features."""
+
+    @classmethod
+    def feature_count(cls, args: Any) -> int:
+        return args.n_features
+
+    @classmethod
+    def check_arguments(cls, args: Any, dims: SiteDimensions) -> list[tuple[str, str]]:
+        return width_problems(args.d_model, dims) + at_most_width("n_features", cls.feature_count(args), args.d_model)

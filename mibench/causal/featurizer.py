@@ -26,10 +26,10 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from mibench.causal.arguments import (
+    FeatureBasisSchema,
     FeaturizerArguments,
     SelectionArguments,
     SiteDimensions,
-    at_most_width,
     width_problems,
 )
 from mibench.errors import MibenchError, UnknownNameError, close_matches
@@ -166,7 +166,7 @@ class IdentityFeaturizer(Featurizer):
 
 
 @register_featurizer("subspace")
-class SubspaceFeaturizer(Featurizer):
+class SubspaceFeaturizer(FeatureBasisSchema, Featurizer):
     """An orthonormal ``k``-dimensional subspace (DAS): ``f = x W``, ``e = x - x W W^T``.
 
     ``W`` ``[d, k]`` is kept orthonormal by ``torch.nn.utils.parametrizations.orthogonal`` and always in
@@ -178,14 +178,6 @@ class SubspaceFeaturizer(Featurizer):
     class Arguments(FeaturizerArguments):
         n_features: int = Field(ge=1)
         trainable: bool = True
-
-    @classmethod
-    def check_arguments(cls, args: Arguments, dims: SiteDimensions) -> list[tuple[str, str]]:
-        return width_problems(args.d_model, dims) + at_most_width("n_features", args.n_features, args.d_model)
-
-    @classmethod
-    def feature_count(cls, args: Arguments) -> int:
-        return args.n_features
 
     @classmethod
     def stored_tensor_shapes(cls, args: Arguments) -> dict[str, tuple[int, ...]]:
@@ -225,7 +217,7 @@ class SubspaceFeaturizer(Featurizer):
 
 
 @register_featurizer("pca")
-class PCAFeaturizer(Featurizer):
+class PCAFeaturizer(FeatureBasisSchema, Featurizer):
     """Principal components of the *training* activations at the site, *centred*.
 
     ``f = (x - mu) V`` with ``V`` ``[d, k]`` the top-``k`` right singular vectors of the centred training
@@ -236,11 +228,6 @@ class PCAFeaturizer(Featurizer):
 
     class Arguments(FeaturizerArguments):
         n_features: int | None = Field(default=None, ge=1)
-
-    @classmethod
-    def check_arguments(cls, args: Arguments, dims: SiteDimensions) -> list[tuple[str, str]]:
-        return width_problems(args.d_model, dims) + at_most_width("n_features", cls.feature_count(args),
-                                                                  args.d_model)
 
     @classmethod
     def feature_count(cls, args: Arguments) -> int:

@@ -10,29 +10,22 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mibench.causal.arguments import FeaturizerArguments, SiteDimensions, at_most_width, width_problems
+from mibench.causal.arguments import FeatureBasisSchema, FeaturizerArguments
 from mibench.causal.featurizer import Featurizer, Interchange, register_featurizer
 from mibench.causal.method import CausalMethod, Site
 from mibench.method_registry import register_method
 
 
 @register_featurizer("example:random-basis")
-class RandomBasisFeaturizer(Featurizer):
+class RandomBasisFeaturizer(FeatureBasisSchema, Featurizer):
     """``f = x Q`` for a seeded random ``Q`` ``[d, k]`` with orthonormal columns; ``e = x - f Q^T``."""
 
     # The constructor's arguments and the tensors they create, declared so that a saved file of this class
-    # is checked (types, ranges, the model's width, the tensors' shapes) before anything is built.
+    # is checked (types, ranges, the model's width, the tensors' shapes) before anything is built;
+    # FeatureBasisSchema adds the checks against the model (width, at most d_model features).
     class Arguments(FeaturizerArguments):
         n_features: int = Field(ge=1)
         seed: int = 0
-
-    @classmethod
-    def check_arguments(cls, args: Arguments, dims: SiteDimensions) -> list[tuple[str, str]]:
-        return width_problems(args.d_model, dims) + at_most_width("n_features", args.n_features, args.d_model)
-
-    @classmethod
-    def feature_count(cls, args: Arguments) -> int:
-        return args.n_features
 
     @classmethod
     def stored_tensor_shapes(cls, args: Arguments) -> dict[str, tuple[int, ...]]:
