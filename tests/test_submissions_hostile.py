@@ -194,6 +194,15 @@ def _rename_site(new: str) -> Callable[[Path, Path], Path]:
     return change
 
 
+def _named_pipe(name: str) -> Callable[[Path, Path], Path]:
+    def change(folder: Path, marker: Path) -> Path:
+        path = folder / name
+        path.unlink()
+        os.mkfifo(path)  # reading it would block forever
+        return path
+    return change
+
+
 def _subfolder(folder: Path, marker: Path) -> Path:
     path = folder / "nested"
     path.mkdir()
@@ -319,6 +328,8 @@ CAUSAL = [
     Variant("stray-hidden", "causal", _write(".hidden.json", b"{}")),
     Variant("stray-folder", "causal", _subfolder),
     Variant("symlink-card-to-system-file", "causal", _symlink(J1, lambda folder: Path("/etc/hostname"))),
+    Variant("named-pipe-card", "causal", _named_pipe(J1)),
+    Variant("named-pipe-tensors", "causal", _named_pipe("L1_END.safetensors")),
     Variant("symlink-tensors-to-sibling", "causal", _symlink("L1_END.safetensors",
                                                              lambda folder: folder / "L2_END.safetensors")),
 ]
@@ -353,6 +364,7 @@ CIRCUIT = [
     Variant("circuit-symlink", "circuit", _symlink("importances.json", lambda cell: Path("/etc/hostname"))),
     Variant("circuit-stray-python", "circuit", _write("evil.py", b"import os\n")),
     Variant("circuit-stray-pickle", "circuit", _write("evil.pkl", _pickle)),
+    Variant("circuit-named-pipe", "circuit", _named_pipe("importances.json")),
 ]
 VARIANTS = CAUSAL + CIRCUIT
 

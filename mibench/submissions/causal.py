@@ -25,7 +25,12 @@ from pathlib import Path
 
 from mibench.errors import MibenchError
 from mibench.submissions.card import Problem, SubmissionCard
-from mibench.submissions.file_rules import SiteExpectations, featurizer_folder_problems, site_dimensions
+from mibench.submissions.file_rules import (
+    SiteExpectations,
+    featurizer_folder_problems,
+    model_aliases,
+    site_dimensions,
+)
 from mibench.submissions.models import ModelTarget
 
 CAUSAL_CONTAINS = ("featurizers", "plugin")
@@ -80,7 +85,8 @@ def check_featurizer_cell(folder: Path, task: str, model: ModelTarget, variables
             problems.append(Problem(str(item), None, f"not a covered causal variable of task {task!r} "
                                     f"(covered: {', '.join(variables) or 'none'})"))
         else:
-            expect = SiteExpectations(model=model.name, task=task, variable=item.name, roles=roles, dims=dims)
+            expect = SiteExpectations(model=model.name, task=task, variable=item.name, roles=roles, dims=dims,
+                                      model_aliases=model_aliases(model.name))
             cards, site_problems = featurizer_folder_problems(item, expect)
             if not site_problems:
                 site_problems = round_trip_problems(cards.values())

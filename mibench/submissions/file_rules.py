@@ -66,6 +66,8 @@ class SiteExpectations:
     variable: str
     roles: tuple[str, ...]
     dims: SiteDimensions
+    #: other names of the same model a card may carry (a hub id for MIB's short name, and back)
+    model_aliases: tuple[str, ...] = ()
 
 
 # ============================================================================================ generic
@@ -77,17 +79,25 @@ def _lstat(path: Path) -> os.stat_result | None:
 
 
 def link_problems(root: Path) -> list[Problem]:
-    """Every symbolic link at or below ``root`` (links are never followed)."""
+    """Every symbolic link, and every entry that is neither a folder nor a regular file (a named pipe would
+    block the reader forever, a device is no file from anyone), at or below ``root``; nothing is followed."""
     problems = []
-    info = _lstat(root)
-    if info is not None and stat.S_ISLNK(info.st_mode):
-        return [Problem(str(root), None, "symbolic links are not accepted")]
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        for name in sorted(dirs + files):
-            path = Path(folder) / name
-            if path.is_symlink():
-                problems.append(Problem(str(path), None, "symbolic links are not accepted"))
+    for path in [root, *_walk(root)]:
+        info = _lstat(path)
+        if info is None:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            problems.append(Problem(str(path), None, "symbolic links are not accepted"))
+        elif not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+            problems.append(Problem(str(path), None, "not a regular file (a pipe, socket or device)"))
     return problems
+
+
+def _walk(root: Path) -> list[Path]:
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        found += [Path(folder) / name for name in sorted(dirs + files)]
+    return found
 
 
 def regular_file_problems(path: Path, suffixes: Iterable[str]) -> list[Problem]:
@@ -195,9 +205,11 @@ def site_problems(path: Path, layer: int, role: str, expect: SiteExpectations) -
         field = "layer" if card.layer != layer else "role"
         problems.append(Problem(where, field, f"the card says L{card.layer}/{card.role!r} but the file name says "
                                 f"L{layer}/{role!r}"))
+    accepted = {"model": (expect.model, *expect.model_aliases), "task": (expect.task,),
+                "variable": (expect.variable,)}
     for field, expected in (("model", expect.model), ("task", expect.task), ("variable", expect.variable)):
         value = getattr(card, field)
-        if value is not None and value != expected:
+        if value is not None and value not in accepted[field]:
             problems.append(Problem(where, field, f"{value!r}, but the file sits in the folder for {field} "
                                     f"{expected!r}"))
     checked = check_description(card.model_dump(), dims)
@@ -302,7 +314,7 @@ def check_score_path(track: str, path: str | os.PathLike[str], *, task: str, mod
         if variable is None or card.causal is None or variable not in card.causal.variables:
             return  # the run reports an unknown or missing variable with its own words
         expect = SiteExpectations(model=model, task=card.id, variable=variable, roles=tuple(card.schema_roles),
-                                  dims=site_dimensions(model))
+                                  dims=site_dimensions(model), model_aliases=model_aliases(model))
         _, problems = featurizer_folder_problems(path, expect)
     else:
         problems = regular_file_problems(path, CIRCUIT_SUFFIXES)
@@ -310,6 +322,15 @@ def check_score_path(track: str, path: str | os.PathLike[str], *, task: str, mod
             problems = circuit_file_problems(path, _known_layout(model))
     if problems:
         raise SubmissionFilesError(problems)
+
+
+def model_aliases(model: str) -> tuple[str, ...]:
+    """The names a saved card may give ``model``: its hub id when it is one of MIB's short names, or the short
+    name when it is that hub id (``evaluate`` records the name it was given)."""
+    from mibench.submissions.models import MIB_MODEL_ALIASES
+
+    return tuple({*(hub for short, hub in MIB_MODEL_ALIASES.items() if short == model),
+                  *(short for short, hub in MIB_MODEL_ALIASES.items() if hub == model)} - {model})
 
 
 def _known_layout(model: str):
@@ -323,10 +344,22 @@ def _known_layout(model: str):
 
 def circuit_file_problems(path: Path, layout) -> list[Problem]:
     """Load a score / circuit file for ``layout`` (when known): format, graph size, safe unpickling."""
-    if layout is None:
-        return []
+    if layout is None or _position_aware(path):
+        return []  # position-aware files are read (and checked) by the position-aware scorer
     problem, _graph = load_circuit_file(path, layout)
     return [problem] if problem is not None else []
+
+
+def _position_aware(path: Path) -> bool:
+    from mibench.graph.positional import FORMAT
+
+    if path.suffix.lower() != ".json":
+        return False
+    try:
+        cfg = json.loads(path.read_bytes()).get("cfg")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("format") == FORMAT
 
 
 def load_circuit_file(path: Path, layout):
