@@ -70,7 +70,8 @@ def test_saved_featurizers_rescore_to_the_same_iia_and_missing_sites_are_reporte
     assert {(s.layer, s.role): s.iia for s in again.sites} == {(s.layer, s.role): s.iia for s in original.sites}
     assert again.metrics.average == original.metrics.average and not again.metrics.missing_sites
 
-    (featurizers / "L2_END.json").unlink()  # a submission that leaves out one site
+    for suffix in (".json", ".safetensors"):  # a submission that leaves out one site
+        (featurizers / f"L2_END{suffix}").unlink()
     partial = tmp_path / "partial"
     assert main(["score", "--track", "causal", str(featurizers), "--task", "mcqa", "--variable", "answer_pointer",
                  "--model", MODEL, "--output-dir", str(partial), *QUICK]) == 0

@@ -302,10 +302,11 @@ def test_malformed_featurizer_files_name_the_file_and_field(tmp_path):
     message = broken(lambda d: d.pop("layer"))
     assert str(card) in message and "layer" in message
     message = broken(lambda d: d["featurizer"]["config"].update({"n_features": 5}))
-    assert str(card) in message and "selection over 4 features does not fit a featurizer with 5" in message
+    assert str(card) in message and "selection.config.n_features: 4, but the featurizer has 5 features" in message
 
     def wider(data):
         data["featurizer"]["config"]["n_features"] = data["selection"]["config"]["n_features"] = 5
+        data["n_features"] = 5
 
     message = broken(wider)
     assert "L0_END.safetensors" in message and "do not fit" in message
@@ -338,3 +339,45 @@ def test_interchange_training_lowers_the_loss_toward_patched_labels():
         assert torch.equal(trained, labels[:, 0])  # the hard intervention now says what full patching says
         assert [p.requires_grad for p in model.parameters()] == flags  # frozen only while training
     assert train_interchange(runner, full, site, TrainingSettings(epochs=3)) == []  # nothing to train
+
+
+# ------------------------------------------------------------------------------------------- round trip
+@pytest.mark.parametrize("kind", ["identity", "subspace", "pca-fixed", "dbm", "sae-all"])
+def test_every_built_in_featurizer_survives_the_round_trip_check(kind):
+    from mibench.causal.roundtrip import round_trip_difference
+
+    assert round_trip_difference(_examples_of_every_kind(16)[kind]) is None
+
+
+def test_state_kept_outside_tensors_fails_the_round_trip_check():
+    """A fitted rotation kept in a plain attribute is lost when saved: the check names it instead of letting
+    re-scoring silently give another number."""
+    from mibench.causal.arguments import FeaturizerArguments
+    from mibench.causal.featurizer import register_featurizer
+    from mibench.causal.roundtrip import round_trip_difference
+
+    @register_featurizer("lossy:plain-rotation")
+    class PlainRotation(IdentityFeaturizer):
+        Arguments = FeaturizerArguments
+
+        def __init__(self, d_model: int) -> None:
+            super().__init__(d_model)
+            self.rotation = torch.eye(d_model)  # a plain attribute: not in the state dict
+
+        def fit(self, activations):
+            self.rotation = torch.linalg.qr(torch.randn(self.d_model, self.d_model,
+                                                        generator=torch.Generator().manual_seed(1)))[0]
+
+        def featurize(self, x):
+            return x @ self.rotation, torch.zeros_like(x)
+
+        def inverse(self, features, error):
+            return features @ self.rotation.T + error
+
+    featurizer = PlainRotation(16)
+    interchange = Interchange(featurizer, FixedFeatures(16, list(range(8))))
+    assert round_trip_difference(interchange) is None  # unfitted, nothing is lost yet
+    featurizer.fit(torch.randn(32, 16))
+    difference = round_trip_difference(interchange)
+    assert difference is not None and "'lossy:plain-rotation' computes something else" in difference
+    assert "register it as a buffer" in difference

@@ -173,5 +173,5 @@ def test_saved_sae_featurizers_reference_their_sae_instead_of_copying_it(tmp_pat
         load_interchange(card)
     text["featurizer"]["config"].update(d_sae=512, source="embedded:../../etc")
     card.write_text(json.dumps(text))
-    with pytest.raises(FeaturizerFileError, match="embedded SAE is named"):
+    with pytest.raises(FeaturizerFileError, match="no embedded SAE named"):
         load_interchange(card)

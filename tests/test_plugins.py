@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,14 +129,113 @@ def test_newcomer_flow_from_plugin_to_leaderboard(installed_plugin, tmp_path, ca
     records = tmp_path / "leaderboard" / "records"
     assert main(["submission", "evaluate", str(folder), "--output-dir", str(records), "--bootstrap", "50",
                  "--quiet"]) == 0
-    assert len(list(records.rglob("record.json"))) == 4
+    written = sorted(records.rglob("record.json"))
+    assert len(written) == 4
+    for path in written:  # named after the submission, stamped with the plugin that produced it
+        stamped = json.loads(path.read_text())["method"]
+        assert stamped["id"] == "submission:cf-gradient"
+        assert stamped["plugin"] == {"distribution": "mibench-example-plugin", "version": "0.1.0", "method": method}
     site = tmp_path / "leaderboard"
     assert main(["leaderboard", "build", "--records", str(records), "--out", str(site)]) == 0
     table = (site / "leaderboard.md").read_text()
     ranked = table.split("## Not ranked")[0]
-    rows = [line for line in ranked.splitlines() if line.startswith(f"| {method} |")]
+    rows = [line for line in ranked.splitlines() if line.startswith("| submission:cf-gradient |")]
     assert len(rows) == 2  # one row in the CPR table and one in the CMD table
     for row in rows:  # position-invariant, and a value in every (task, model) column
         positions, *cells = [c.strip() for c in row.strip("|").split("|")[1:]]
         assert positions == "invariant" and len(cells) == 4 and all(cells), row
     assert main(["leaderboard", "build", "--records", str(records), "--out", str(site), "--check"]) == 0
+
+
+# ------------------------------------------------------------------------ installing as users install
+CONTRIBUTING = Path(__file__).resolve().parents[1] / "CONTRIBUTING.md"
+OFFLINE_INSTALL = "python -m pip install --no-build-isolation ./my-mib-method"
+
+
+def test_contributing_shows_the_example_plugins_complete_pyproject():
+    text = CONTRIBUTING.read_text(encoding="utf-8")
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert block == (EXAMPLE / "pyproject.toml").read_text(encoding="utf-8")
+    assert "[project]" in block and '[tool.setuptools.package-data]\n"*" = ["*.yaml"]' in block
+    assert f"`{OFFLINE_INSTALL}`" in text
+
+
+def _fresh_venv(root: Path) -> Path:
+    """A new virtual environment that sees this one's packages (torch, mibench) through a site directory
+    added by a .pth file, but installs into its own site-packages: a clean place for a normal install."""
+    import site
+    import venv
+
+    venv.EnvBuilder(with_pip=False).create(root)
+    python = root / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    parents = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    Path(own, "zz_parent_env.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in parents))
+    return python
+
+
+@pytest.mark.slow
+def test_the_example_plugin_installed_as_contributing_says_is_listed_and_runs(tmp_path):
+    """A non-editable install into a fresh environment, with CONTRIBUTING's offline command verbatim (the
+    package path aside), then ``mibench ls methods`` and a causal run in new interpreters."""
+    python = _fresh_venv(tmp_path / "venv")
+    command = OFFLINE_INSTALL.replace("python", str(python), 1).replace("./my-mib-method", str(EXAMPLE))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    subprocess.run([*command.split(), "--quiet", "--no-deps", "--no-index"], check=True, env=env, cwd=tmp_path)
+    site_packages = subprocess.run([str(python), "-c", "import mibench_example_plugin as p; print(p.__file__)"],
+                                   check=True, capture_output=True, text=True, env=env, cwd=tmp_path).stdout
+    assert str(tmp_path / "venv") in site_packages  # installed there, not found in the source tree
+    listed = subprocess.run([str(python), "-m", "mibench", "ls", "methods"], check=True, capture_output=True,
+                            text=True, env=env, cwd=tmp_path)
+    assert "example:random-subspace" in listed.stdout and "example:eap-cf-gradient" in listed.stdout
+    assert "PluginWithoutCardsWarning" not in listed.stderr
+    run = subprocess.run([str(python), "-m", "mibench", "evaluate", "--track", "causal", "--method",
+                          "example:random-subspace", "--task", "mcqa", "--variable", "answer_pointer", "--limit", "8",
+                          "--layers", "0", "--train-examples", "8", "--bootstrap", "10", "--quiet",
+                          "--output-dir", str(tmp_path / "runs")], capture_output=True, text=True, env=env,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert list((tmp_path / "runs").rglob("featurizers/L0_*.json"))
+
+
+# ----------------------------------------------------------------------------- plugin submissions
+def _plugin_submission(folder: Path, **plugin) -> Path:
+    import yaml
+
+    folder.mkdir(parents=True)
+    card = {"method": "Random subspace", "authors": ["A. Person"], "paper": None, "license": "MIT",
+            "contact": "a.person@example.org", "track": "causal", "contains": "plugin",
+            "models": ["gpt2-tasks", "llama-tasks"], "tasks": ["mcqa", "ioi"],
+            "plugin": {"distribution": "mibench-example-plugin", "method": "example:random-subspace", **plugin}}
+    (folder / "submission.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    return folder
+
+
+def test_a_plugin_submission_names_an_installed_distribution_that_provides_its_namespace(installed_plugin,
+                                                                                        tmp_path):
+    from mibench.submissions import check_submission
+
+    assert check_submission(_plugin_submission(tmp_path / "ok", version="0.1.0")) == []
+    problems = [str(p) for p in check_submission(_plugin_submission(tmp_path / "old", version="0.0.9"))]
+    assert problems == [f"{tmp_path / 'old' / 'submission.yaml'}: plugin.version: '0.0.9', but the installed "
+                        "mibench-example-plugin is '0.1.0'"]
+    problems = [str(p) for p in check_submission(_plugin_submission(tmp_path / "gone", distribution="acme-mib"))]
+    assert len(problems) == 1 and "plugin.distribution: 'acme-mib' is not installed" in problems[0]
+    problems = [str(p) for p in check_submission(_plugin_submission(tmp_path / "other", distribution="pytest"))]
+    assert len(problems) == 1 and "'pytest' does not provide the namespace 'example'" in problems[0]
+
+
+def test_a_namespace_with_code_but_no_cards_is_a_named_warning(tmp_path, monkeypatch):
+    from mibench.submissions.plugin import cardless_namespace_warning
+
+    package = tmp_path / "acme_dropped_cards"
+    (package / "method_a").mkdir(parents=True)
+    for path in (package / "__init__.py", package / "method_a" / "__init__.py"):
+        path.write_text("")
+    (package / "method_a" / "method.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    warning = cardless_namespace_warning("acme", "acme_dropped_cards")
+    assert warning is not None and warning.startswith("PluginWithoutCardsWarning: plugin namespace 'acme'")
+    (package / "method_a" / "method.yaml").write_text("id: a\n")
+    assert cardless_namespace_warning("acme", "acme_dropped_cards") is None

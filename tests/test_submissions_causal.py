@@ -101,7 +101,7 @@ def test_bad_featurizer_files_name_the_file_and_the_field(tmp_path):
     assert f"{cell / 'L2_END.json'}: variable: 'answer', but the file sits in the folder for variable " \
            "'answer_pointer'" in found
     assert any(p.startswith(f"{cell / 'featurizer.py'}: unexpected file") for p in found)
-    assert any(p.startswith(str(other / "L0_END.json")) and "not a safetensors file" in p for p in found)
+    assert any(p.startswith(str(other / "L0_END.safetensors")) and "not a safetensors file" in p for p in found)
     assert any(p.startswith(str(card)) and "example:not-installed" in p for p in found)
 
 
@@ -119,7 +119,8 @@ def test_coverage_rules_hold_for_the_causal_track(tmp_path):
 @pytest.mark.slow
 def test_a_featurizer_submission_is_scored_and_ranked(tmp_path, capsys):
     path = submission(tmp_path / "submissions")
-    (path / "mcqa_llama-tasks" / "answer_pointer" / "L2_END.json").unlink()  # one site left out
+    for suffix in (".json", ".safetensors"):  # one site left out
+        (path / "mcqa_llama-tasks" / "answer_pointer" / f"L2_END{suffix}").unlink()
     assert main(["submission", "check", str(path)]) == 0
     assert "ok (featurizers for 4 cell(s)" in capsys.readouterr().out
     records = tmp_path / "records"

@@ -25,8 +25,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
+from mibench.causal.arguments import (
+    FeatureBasisSchema,
+    FeaturizerArguments,
+    SelectionArguments,
+    SiteDimensions,
+    width_problems,
+)
 from mibench.causal.featurizer_base import FEATURIZERS, Featurizer, register_featurizer
 from mibench.errors import MibenchError
 from mibench.registry import Registry
@@ -55,6 +63,12 @@ def selection_class(name: str) -> type[FeatureSelection]:
 class IdentityFeaturizer(Featurizer):
     """The hidden vector itself (MIB's "full vector" / neuron basis): features are the ``d`` neurons."""
 
+    Arguments = FeaturizerArguments
+
+    @classmethod
+    def feature_count(cls, args: FeaturizerArguments) -> int:
+        return args.d_model
+
     @property
     def n_features(self) -> int:
         return self.d_model
@@ -67,7 +81,7 @@ class IdentityFeaturizer(Featurizer):
 
 
 @register_featurizer("subspace")
-class SubspaceFeaturizer(Featurizer):
+class SubspaceFeaturizer(FeatureBasisSchema, Featurizer):
     """An orthonormal ``k``-dimensional subspace (DAS): ``f = x W``, ``e = x - x W W^T``.
 
     ``W`` ``[d, k]`` is kept orthonormal by ``torch.nn.utils.parametrizations.orthogonal`` and always in
@@ -75,6 +89,14 @@ class SubspaceFeaturizer(Featurizer):
     ``x_b + (x_s - x_b) W W^T``, pyvene's ``LowRankRotatedSpaceIntervention``. A ``trainable=False``
     subspace is a fixed rotation (e.g. loaded from another tool).
     """
+
+    class Arguments(FeaturizerArguments):
+        n_features: int = Field(ge=1)
+        trainable: bool = True
+
+    @classmethod
+    def stored_tensor_shapes(cls, args: Arguments) -> dict[str, tuple[int, ...]]:
+        return {"rotation.parametrizations.weight.original": (args.n_features, args.d_model)}
 
     def __init__(self, d_model: int, n_features: int, trainable: bool = True) -> None:
         super().__init__(d_model)
@@ -110,7 +132,7 @@ class SubspaceFeaturizer(Featurizer):
 
 
 @register_featurizer("pca")
-class PCAFeaturizer(Featurizer):
+class PCAFeaturizer(FeatureBasisSchema, Featurizer):
     """Principal components of the *training* activations at the site, *centred*.
 
     ``f = (x - mu) V`` with ``V`` ``[d, k]`` the top-``k`` right singular vectors of the centred training
@@ -118,6 +140,18 @@ class PCAFeaturizer(Featurizer):
     (it standardised, fit, and then applied the components to raw activations); here the fit sees
     training activations only and the mean is stored, so ``inverse(featurize(x)) == x``.
     """
+
+    class Arguments(FeaturizerArguments):
+        n_features: int | None = Field(default=None, ge=1)
+
+    @classmethod
+    def feature_count(cls, args: Arguments) -> int:
+        return args.n_features or args.d_model
+
+    @classmethod
+    def stored_tensor_shapes(cls, args: Arguments) -> dict[str, tuple[int, ...]]:
+        k = cls.feature_count(args)
+        return {"mean": (args.d_model,), "components": (args.d_model, k), "explained_variance": (k,)}
 
     def __init__(self, d_model: int, n_features: int | None = None) -> None:
         super().__init__(d_model)
@@ -162,6 +196,16 @@ class FeatureSelection(nn.Module):
     """Which features an interchange swaps: ``weights()`` is ``[k]`` in [0, 1], or None for all."""
 
     registry_name: ClassVar[str] = ""
+    #: the declared constructor arguments (see :class:`Featurizer`)
+    Arguments: ClassVar[type[BaseModel] | None] = SelectionArguments
+
+    @classmethod
+    def check_arguments(cls, args: Any, dims: SiteDimensions) -> list[tuple[str, str]]:
+        return []
+
+    @classmethod
+    def stored_tensor_shapes(cls, args: Any) -> dict[str, tuple[int, ...]]:
+        return {}
 
     def __init__(self, n_features: int) -> None:
         super().__init__()
@@ -198,6 +242,14 @@ class AllFeatures(FeatureSelection):
 class FixedFeatures(FeatureSelection):
     """A fixed subset (e.g. the top principal components, or a submitted index list)."""
 
+    class Arguments(SelectionArguments):
+        indices: list[int] | None = None
+
+    @classmethod
+    def check_arguments(cls, args: Arguments, dims: SiteDimensions) -> list[tuple[str, str]]:
+        bad = [(i, v) for i, v in enumerate(args.indices or []) if not 0 <= v < args.n_features]
+        return [(f"indices[{i}]", f"{v} is outside 0..{args.n_features - 1}") for i, v in bad[:5]]
+
     def __init__(self, n_features: int, indices: list[int] | None = None) -> None:
         super().__init__(n_features)
         indices = list(range(n_features)) if indices is None else [int(i) for i in indices]
@@ -226,6 +278,15 @@ class LearnedMask(FeatureSelection):
     that does not hurt stays on); here it defaults to a value that actually prunes, and is a method
     argument. Logits start at 0 (gate 0.5).
     """
+
+    class Arguments(SelectionArguments):
+        sparsity: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+        temperature_start: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+        temperature_end: float = Field(default=0.01, gt=0, allow_inf_nan=False)
+
+    @classmethod
+    def stored_tensor_shapes(cls, args: Arguments) -> dict[str, tuple[int, ...]]:
+        return {"logits": (args.n_features,)}
 
     def __init__(self, n_features: int, sparsity: float = 0.0, temperature_start: float = 1.0,
                  temperature_end: float = 0.01) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
 from torch import Tensor, nn
 
+from mibench.causal.arguments import SiteDimensions, width_problems
 from mibench.registry import Registry
 
 #: Built-in featurizers defined outside :mod:`mibench.causal.featurizer`, imported the first time their name
@@ -49,10 +51,30 @@ class Featurizer(nn.Module):
     """Base class. Subclasses implement :meth:`featurize` and :meth:`inverse`; :meth:`fit` is optional.
 
     ``config()`` must return the JSON-serialisable keyword arguments that rebuild an instance of the same
-    shapes (the tensors themselves travel in the state dict).
+    shapes (the tensors themselves travel in the state dict). A class whose saved files are loaded back
+    declares those arguments as ``Arguments`` (a pydantic model) and the tensors they create with
+    :meth:`stored_tensor_shapes`, so a file from outside is checked before anything is built
+    (:mod:`mibench.causal.arguments`).
     """
 
     registry_name: ClassVar[str] = ""
+    #: the declared constructor arguments (None: undeclared, its saved files cannot be loaded)
+    Arguments: ClassVar[type[BaseModel] | None] = None
+
+    @classmethod
+    def check_arguments(cls, args: Any, dims: SiteDimensions) -> list[tuple[str, str]]:
+        """``(field, message)`` for arguments that do not fit the model (default: the width must match)."""
+        return width_problems(args.d_model, dims)
+
+    @classmethod
+    def feature_count(cls, args: Any) -> int:
+        """The number of features an instance built from ``args`` has."""
+        raise NotImplementedError
+
+    @classmethod
+    def stored_tensor_shapes(cls, args: Any) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of the persistent tensors a saved file of an instance built from ``args`` holds."""
+        return {}
 
     def __init__(self, d_model: int) -> None:
         super().__init__()

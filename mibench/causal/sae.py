@@ -61,11 +61,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
+from mibench.causal.arguments import MAX_SAE_EXPANSION, FeaturizerArguments, SiteDimensions, width_problems
 from mibench.causal.featurizer_base import Featurizer, register_featurizer
 from mibench.errors import FileFieldError, MibenchError
 
@@ -93,6 +95,42 @@ class SAEFeaturizer(Featurizer):
     ``config()`` holds the shapes and scalar settings; the weights travel in the state dict (all
     persistent buffers, float32 unless moved). ``threshold`` exists for ``jumprelu`` only.
     """
+
+    class Arguments(FeaturizerArguments):
+        d_sae: int = Field(ge=1)
+        architecture: Literal["standard", "jumprelu", "topk"] = "standard"
+        k: int | None = Field(default=None, ge=1)
+        apply_b_dec_to_input: bool = True
+        rescale_acts_by_decoder_norm: bool = False
+        source: str | None = None
+
+    @classmethod
+    def check_arguments(cls, args: Arguments, dims: SiteDimensions) -> list[tuple[str, str]]:
+        problems = width_problems(args.d_model, dims)
+        if args.d_sae > MAX_SAE_EXPANSION * args.d_model:
+            problems.append(("d_sae", f"{args.d_sae} latents for a {args.d_model}-dimensional space: at most "
+                             f"{MAX_SAE_EXPANSION} per dimension ({MAX_SAE_EXPANSION * args.d_model})"))
+        try:
+            _check_settings(args.d_model, args.d_sae, args.architecture, args.k, args.rescale_acts_by_decoder_norm)
+        except MibenchError as exc:
+            problems.append(("rescale_acts_by_decoder_norm" if "rescale" in str(exc) else "k", str(exc)))
+        if args.source is not None and not problems:
+            problems += _source_problems(args)
+        return problems
+
+    @classmethod
+    def feature_count(cls, args: Arguments) -> int:
+        return args.d_sae
+
+    @classmethod
+    def stored_tensor_shapes(cls, args: Arguments) -> dict[str, tuple[int, ...]]:
+        if args.source is not None:  # the weights come from the named SAE, not the saved file
+            return {}
+        shapes = {"W_enc": (args.d_model, args.d_sae), "b_enc": (args.d_sae,), "W_dec": (args.d_sae, args.d_model),
+                  "b_dec": (args.d_model,)}
+        if args.architecture == "jumprelu":
+            shapes["threshold"] = (args.d_sae,)
+        return shapes
 
     def __init__(self, d_model: int, d_sae: int, architecture: str = "standard", k: int | None = None,
                  apply_b_dec_to_input: bool = True, rescale_acts_by_decoder_norm: bool = False,
@@ -194,6 +232,40 @@ def resolve_sae_source(source: str) -> Path:
             raise MibenchError(f"SAE source {source!r}: an embedded SAE is named <model>/layer_<L>")
         return EMBEDDED_SAE_DIR / relative
     return Path(source)
+
+
+def embedded_sae_names() -> list[str]:
+    """``<model>/layer_<L>`` of every SAE shipped with mibench."""
+    if not EMBEDDED_SAE_DIR.is_dir():
+        return []
+    return sorted(cfg.parent.relative_to(EMBEDDED_SAE_DIR).as_posix()
+                  for cfg in EMBEDDED_SAE_DIR.glob(f"*/*/{SAE_CFG_FILENAME}"))
+
+
+def _source_problems(args: SAEFeaturizer.Arguments) -> list[tuple[str, str]]:
+    """A saved featurizer from outside may name only an embedded SAE, with exactly that SAE's settings.
+
+    A path is refused with the same words whether or not it exists, so a file cannot be used to probe the
+    machine's file system; weights that are not embedded travel in the saved file itself (source None).
+    """
+    source = args.source or ""
+    name = source[len(EMBEDDED_PREFIX):] if source.startswith(EMBEDDED_PREFIX) else None
+    known = embedded_sae_names()
+    if name is None:
+        return [("source", "a saved featurizer may name only an embedded SAE (embedded:<model>/layer_<L>); save "
+                 "other SAE weights in the safetensors file (source null)")]
+    if name not in known:
+        return [("source", f"no embedded SAE named {name!r} (embedded: {', '.join(known) or 'none'})")]
+    try:
+        settings = read_sae_config(EMBEDDED_SAE_DIR / name / SAE_CFG_FILENAME)
+    except SAEFolderError as exc:
+        return [("source", str(exc))]
+    mine = args.model_dump(exclude={"source"})
+    theirs = mine | settings  # settings a non-topk cfg.json leaves out are the defaults on both sides
+    if mine != theirs:
+        differ = sorted(key for key in mine if mine[key] != theirs.get(key))
+        return [(differ[0], f"{mine[differ[0]]!r}, but the embedded SAE {name!r} has {theirs.get(differ[0])!r}")]
+    return []
 
 
 def _check_settings(d_model: int, d_sae: int, architecture: str, k: int | None, rescale: bool) -> None:

@@ -20,26 +20,27 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mibench.causal.featurizer import Interchange
-from mibench.errors import MibenchError
+from mibench.errors import FileFieldError
 from mibench.io_utils import atomic_write_text
-from mibench.validation import describe_validation_error
 
 CARD_FORMAT = "mibench-featurizer"
 CARD_VERSION = 1
 
 
-class FeaturizerFileError(MibenchError, ValueError):
-    """A saved featurizer that cannot be used; the message names the file and the field."""
+class FeaturizerFileError(FileFieldError):
+    """A saved featurizer that cannot be used; ``path`` is the file, ``field`` the place in it (or None)."""
+
+    kind = "featurizer file"
 
 
 class FeaturizerCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: str
     version: int
-    layer: int
+    layer: int = Field(ge=0, strict=True)
     role: str
     model: str | None = None
     task: str | None = None
@@ -64,51 +65,74 @@ def save_interchange(interchange: Interchange, folder: str | Path, *, layer: int
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = site_stem(layer, role)
-    card = {"format": CARD_FORMAT, "version": CARD_VERSION, "layer": layer, "role": role, **context,
-            **interchange.describe()}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in interchange.state_dict().items()
-               if not _by_reference(interchange, k)}
+    card, tensors = interchange_payload(interchange, layer=layer, role=role, **context)
     tmp = folder / f".{stem}.safetensors.tmp"
     save_file(tensors, str(tmp))
     tmp.replace(folder / f"{stem}.safetensors")
     path = folder / f"{stem}.json"
-    atomic_write_text(path, json.dumps(card, indent=2, default=_jsonable) + "\n")
+    atomic_write_text(path, card)
     return path
 
 
+def interchange_payload(interchange: Interchange, *, layer: int, role: str,
+                        **context: Any) -> tuple[str, dict[str, Any]]:
+    """What a saved intervention consists of: the JSON card's text and the tensors its file stores."""
+    card = {"format": CARD_FORMAT, "version": CARD_VERSION, "layer": layer, "role": role, **context,
+            **interchange.describe()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in interchange.state_dict().items()
+               if not _by_reference(interchange, k)}
+    return json.dumps(card, indent=2, default=_jsonable) + "\n", tensors
+
+
 def load_interchange(card_path: str | Path) -> tuple[FeaturizerCard, Interchange]:
-    """Rebuild a saved intervention from its JSON card and the safetensors file beside it."""
+    """Rebuild a saved intervention from its JSON card and the safetensors file beside it.
+
+    The card's class arguments are checked against the classes' declared schemas before anything is built
+    (:func:`mibench.causal.description_check.check_description`); files from outside go through
+    :mod:`mibench.submissions.file_rules` first, which also checks them against the model and the header.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     card_path = Path(card_path)
     card = read_card(card_path)
     tensors_path = card_path.with_suffix(".safetensors")
-    try:
-        interchange = Interchange.from_description(card.model_dump())
-    except MibenchError as exc:
-        raise FeaturizerFileError(f"{card_path}: field featurizer/selection: {exc}") from None
-    except TypeError as exc:
-        raise FeaturizerFileError(f"{card_path}: field featurizer.config or selection.config: {exc}") from None
+    _check_arguments(card, card_path)
     if not tensors_path.exists():
-        raise FeaturizerFileError(f"{tensors_path}: missing (every card needs its tensors beside it)")
+        raise FeaturizerFileError(tensors_path, None, "missing (every card needs its tensors beside it)")
     try:
         tensors = load_file(str(tensors_path))
     except (SafetensorError, OSError) as exc:
-        raise FeaturizerFileError(f"{tensors_path}: not a safetensors file: {exc}") from None
+        raise FeaturizerFileError(tensors_path, None, f"not a safetensors file: {exc}") from None
+    return card, rebuild_interchange(card, tensors, tensors_path)
+
+
+def _check_arguments(card: FeaturizerCard, card_path: Path) -> None:
+    from mibench.causal.arguments import SiteDimensions
+    from mibench.causal.description_check import check_description
+
+    checked = check_description(card.model_dump(), SiteDimensions())
+    if checked.problems:
+        field, message = checked.problems[0]
+        raise FeaturizerFileError(card_path, field, message)
+
+
+def rebuild_interchange(card: FeaturizerCard, tensors: dict[str, Any], tensors_path: Path) -> Interchange:
+    """Build the card's registered classes and load ``tensors`` into them (strictly: every key, every shape)."""
+    interchange = Interchange.from_description(card.model_dump())
     if interchange.featurizer.weights_by_reference:  # the featurizer loaded its fixed weights itself
         own = {k: v for k, v in interchange.state_dict().items() if _by_reference(interchange, k)}
         stray = sorted(k for k in tensors if _by_reference(interchange, k))
         if stray:
-            raise FeaturizerFileError(f"{tensors_path}: holds featurizer tensors {stray[:3]} although the card's "
-                                      "featurizer names where its weights come from")
+            raise FeaturizerFileError(tensors_path, stray[0], "a featurizer tensor although the card's featurizer "
+                                      "names where its weights come from")
         tensors = {**tensors, **own}
     try:
         interchange.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise FeaturizerFileError(f"{tensors_path}: tensors do not fit the card's featurizer: {exc}") from None
+        raise FeaturizerFileError(tensors_path, None, f"tensors do not fit the card's featurizer: {exc}") from None
     interchange.eval()
-    return card, interchange
+    return interchange
 
 
 def _by_reference(interchange: Interchange, key: str) -> bool:
@@ -118,21 +142,37 @@ def _by_reference(interchange: Interchange, key: str) -> bool:
 
 def read_card(path: Path) -> FeaturizerCard:
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FeaturizerFileError(f"{path}: cannot read featurizer card: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FeaturizerFileError(path, None, f"cannot read featurizer card: {exc.strerror or exc}") from None
+    return parse_card(path, data)
+
+
+def parse_card(path: Path, data: bytes) -> FeaturizerCard:
+    """Validate the bytes of a featurizer card; every error names the field."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FeaturizerFileError(path, None, "not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise FeaturizerFileError(path, None, f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise FeaturizerFileError(path, None, "expected a JSON object (format, version, layer, role, ...)")
     try:
         card = FeaturizerCard.model_validate(raw)
     except ValidationError as exc:
-        raise FeaturizerFileError(f"{path}: {describe_validation_error(exc)}") from None
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise FeaturizerFileError(path, field, "unknown field" if err["type"] == "extra_forbidden"
+                                  else err["msg"]) from None
     if card.format != CARD_FORMAT:
-        raise FeaturizerFileError(f"{path}: field format: expected {CARD_FORMAT!r}, got {card.format!r}")
+        raise FeaturizerFileError(path, "format", f"expected {CARD_FORMAT!r}, got {card.format!r}")
     if card.version != CARD_VERSION:
-        raise FeaturizerFileError(f"{path}: field version: this mibench reads version {CARD_VERSION}, got {card.version}")
+        raise FeaturizerFileError(path, "version", f"this mibench reads version {CARD_VERSION}, got {card.version}")
     for part in ("featurizer", "selection"):
         spec = getattr(card, part)
         if not isinstance(spec.get("class"), str) or not isinstance(spec.get("config"), dict):
-            raise FeaturizerFileError(f"{path}: field {part}: needs 'class' (a registered name) and 'config'")
+            raise FeaturizerFileError(path, part, "needs 'class' (a registered name) and 'config'")
     return card
 
 
@@ -140,7 +180,7 @@ def find_cards(folder: str | Path) -> dict[tuple[int, str], Path]:
     """Every ``L{layer}_{role}.json`` card in ``folder`` by site."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FeaturizerFileError(f"{folder}: not a folder of saved featurizers")
+        raise FeaturizerFileError(folder, None, "not a folder of saved featurizers")
     found: dict[tuple[int, str], Path] = {}
     for path in sorted(folder.glob("L*_*.json")):
         match = re.fullmatch(r"L(\d+)_(.+)\.json", path.name)

@@ -19,8 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mibench.cli.options import default_model
     from mibench.cli.output import run_and_report
+    from mibench.submissions.file_rules import check_score_path
 
+    # the file rules every path applies to files from outside, before the model is loaded
+    check_score_path(args.track, args.circuit_file, task=args.task, model=args.model or default_model(),
+                     variable=args.variable)
     return run_and_report(args, circuit={"circuit_file": args.circuit_file},
                           causal={"featurizer_dir": args.circuit_file})
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mibench.results.record import FORMAT_VERSION, EnvironmentInfo, ModelInfo, _Strict, read_validated
+from mibench.results.record import FORMAT_VERSION, EnvironmentInfo, ModelInfo, PluginStamp, _Strict, read_validated
 
 
 class CausalTaskInfo(_Strict):
@@ -38,6 +38,7 @@ class CausalMethodInfo(_Strict):
     arguments: dict[str, Any] = Field(default_factory=dict)
     source: Literal["method", "featurizers"] = "method"
     folder: str | None = None
+    plugin: PluginStamp | None = None
 
 
 class SiteRecord(_Strict):

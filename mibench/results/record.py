@@ -62,6 +62,14 @@ class TaskInfo(_Strict):
     limited: bool = False
 
 
+class PluginStamp(_Strict):
+    """The installed plugin a submission's records were produced with (``contains: plugin`` submissions)."""
+
+    distribution: str
+    version: str
+    method: str
+
+
 class MethodInfo(_Strict):
     id: str
     arguments: dict[str, Any] = Field(default_factory=dict)
@@ -72,6 +80,7 @@ class MethodInfo(_Strict):
     #: Scored and evaluated on the position-aware graph of these spans (N = that graph's edge count).
     position_aware: bool = False
     spans: list[str] | None = None
+    plugin: PluginStamp | None = None
 
 
 class ScorerInfo(_Strict):

@@ -10,9 +10,12 @@ circuit track, holding one sub-folder per covered causal variable, and in it the
         ioi_llama-tasks/output_token/L2_END.json + .safetensors, ...
 
 The token roles (the site's ``<role>``) are the submission's token-position choices: any role of the task's
-schema, not only the card's defaults. Each card is validated and rebuilt from *registered* class names with
-its tensors loaded from safetensors (:func:`mibench.causal.storage.load_interchange`), so a file can name
-only code that is installed, and no file is ever unpickled. Sites a submission leaves out are allowed, and
+schema, not only the card's defaults. Every variable folder goes through the file rules of
+:mod:`mibench.submissions.file_rules` (the same ones ``mibench score --track causal`` applies), so a card is
+checked against its registered classes' declared arguments and the model before anything is built; then
+each featurizer is rebuilt from *registered* class names with its tensors loaded from safetensors, saved
+and loaded again, and must give the same outputs (state that saving would lose is caught here). A file
+can name only code that is installed, and no file is ever unpickled. Sites a submission leaves out are allowed, and
 are reported by the evaluation as missing (never filled in with the full vector).
 """
 
@@ -22,6 +25,13 @@ from pathlib import Path
 
 from mibench.errors import MibenchError
 from mibench.submissions.card import Problem, SubmissionCard
+from mibench.submissions.file_rules import (
+    SiteExpectations,
+    featurizer_folder_problems,
+    model_aliases,
+    site_dimensions,
+)
+from mibench.submissions.models import ModelTarget
 
 CAUSAL_CONTAINS = ("featurizers", "plugin")
 
@@ -59,74 +69,51 @@ def covered_variables(card: SubmissionCard, card_file: str, tasks: set[str],
     return covered
 
 
-def check_featurizer_cell(folder: Path, task: str, layout, variables: list[str],
+def check_featurizer_cell(folder: Path, task: str, model: ModelTarget, variables: list[str],
                           problems: list[Problem]) -> dict[str, Path]:
     """Check one ``<task>_<model>/`` folder of saved featurizers; returns variable -> its folder."""
+    from mibench.data.registry import get_card
+
+    roles = tuple(get_card(task).schema_roles)
+    dims = site_dimensions(model.name)
     found: dict[str, Path] = {}
-    for item in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
-        if item.is_file():
+    for item in sorted(folder.iterdir()):
+        if not item.is_dir():
             problems.append(Problem(str(item), None, "featurizer files belong in a folder named after the "
                                     f"causal variable (e.g. {folder.name}/{variables[0] if variables else 'VARIABLE'}/)"))
         elif item.name not in variables:
             problems.append(Problem(str(item), None, f"not a covered causal variable of task {task!r} "
                                     f"(covered: {', '.join(variables) or 'none'})"))
-        elif _check_sites(item, task, item.name, layout, problems):
-            found[item.name] = item
+        else:
+            expect = SiteExpectations(model=model.name, task=task, variable=item.name, roles=roles, dims=dims,
+                                      model_aliases=model_aliases(model.name))
+            cards, site_problems = featurizer_folder_problems(item, expect)
+            if not site_problems:
+                site_problems = round_trip_problems(cards.values())
+            problems += site_problems
+            if not site_problems:
+                found[item.name] = item
     for variable in variables:
-        if variable not in found and not (folder / variable).is_dir():
+        if not (folder / variable).is_dir():
             problems.append(Problem(str(folder), None, f"no folder for covered variable {variable!r} "
                                     f"(expected {folder.name}/{variable}/ with L<layer>_<role>.json files)"))
     return found
 
 
-def _check_sites(folder: Path, task: str, variable: str, layout, problems: list[Problem]) -> bool:
-    """Every site card in ``folder``: schema, registered classes, tensor shapes, layer, role, width."""
-    from mibench.causal.storage import FeaturizerFileError, find_cards, load_interchange
-    from mibench.data.registry import get_card
+def round_trip_problems(cards) -> list[Problem]:
+    """Load every featurizer, save it, load the copy, and compare outputs on seeded random inputs: state a
+    class keeps outside its tensors (and so loses when saved) shows up here, not as a silently moved score."""
+    from mibench.causal.roundtrip import round_trip_difference
+    from mibench.causal.storage import load_interchange
 
-    roles = get_card(task).schema_roles
-    before = len(problems)
-    try:
-        sites = find_cards(folder)
-    except FeaturizerFileError as exc:
-        problems.append(Problem(str(folder), None, str(exc)))
-        return False
-    stray = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-             and p.suffix not in (".json", ".safetensors")]
-    for path in stray:
-        problems.append(Problem(str(path), None, "unexpected file: a variable folder holds L<layer>_<role>.json "
-                                "cards and their .safetensors tensors only (no code, no pickles)"))
-    if not sites:
-        problems.append(Problem(str(folder), None, "no featurizer cards (L<layer>_<role>.json + .safetensors)"))
-        return False
-    for (layer, role), path in sorted(sites.items()):
-        if not 0 <= layer < layout.n_layers:
-            problems.append(Problem(str(path), "layer", f"{layer} is outside the model's layers 0..{layout.n_layers - 1}"))
-        if role not in roles:
-            problems.append(Problem(str(path), "role", f"task {task!r} has no token role {role!r} "
-                                    f"(roles: {', '.join(roles)})"))
+    problems = []
+    for path in cards:
         try:
             card, interchange = load_interchange(path)
-        except MibenchError as exc:  # names the file and the field
-            text = str(exc)
-            prefix = f"{path}: "
-            problems.append(Problem(str(path), None, text.removeprefix(prefix)))
+            difference = round_trip_difference(interchange, layer=card.layer, role=card.role)
+        except MibenchError as exc:
+            problems.append(Problem(str(path), getattr(exc, "field", None), getattr(exc, "message", str(exc))))
             continue
-        if (card.layer, card.role) != (layer, role):
-            problems.append(Problem(str(path), "layer/role", f"the card says L{card.layer}/{card.role} but the file "
-                                    f"name says L{layer}/{role}"))
-        source = card.featurizer.get("config", {}).get("source")
-        if isinstance(source, str) and not source.startswith("embedded:"):
-            problems.append(Problem(str(path), "featurizer.config.source", f"{source!r} is a folder on the machine "
-                                    "that saved it; name an embedded SAE (embedded:<model>/layer_<L>) or ship the "
-                                    "weights (save the featurizer with source None)"))
-        width = interchange.featurizer.d_model
-        if width != layout.d_model:
-            problems.append(Problem(str(path), "featurizer.config.d_model", f"{width}, but the model's hidden size "
-                                    f"is {layout.d_model}"))
-        for field, expected in (("task", task), ("variable", variable)):
-            value = getattr(card, field)
-            if value is not None and value != expected:
-                problems.append(Problem(str(path), field, f"{value!r}, but the file sits in the folder for "
-                                        f"{field} {expected!r}"))
-    return len(problems) == before
+        if difference is not None:
+            problems.append(Problem(str(path), "featurizer.class", difference))
+    return problems

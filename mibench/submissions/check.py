@@ -17,7 +17,9 @@ Checked: the card (every field), that every task is registered and every model k
 the zoo model's ``config.json`` or MIB's reference sizes), coverage (at least 2 models and 2 tasks, each with
 files), every file's format and graph size via :func:`mibench.graph.io.load_circuit` -- which reads ``.pt``
 files with ``torch.load(weights_only=True)``, so a pickle that would run code is refused, never executed --
-the level, that importances hold scores, and the circuit size limits. Symbolic links are refused.
+the level, that importances hold scores, and the circuit size limits. The file rules shared with
+``mibench score`` (:mod:`mibench.submissions.file_rules`) apply throughout: no symbolic links, no stray or
+unknown files (hidden ones included), featurizer cards checked before anything is built.
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ from pathlib import Path
 
 from mibench.errors import MibenchError
 from mibench.submissions.card import CARD_FILE, Problem, SubmissionCard, load_submission_card
+from mibench.submissions.file_rules import CIRCUIT_SUFFIXES, link_problems, load_circuit_file
 from mibench.submissions.models import ModelTarget, resolve_model
 
 #: Size limits of MIB's multiple-circuit mode: circuit i (sorted by size) holds at most this fraction of edges.
 CIRCUIT_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 IMPORTANCES_STEM = "importances"
+README_FILE = "README.md"
+#: The only files a submission folder may hold beside its cell folders.
+TOP_LEVEL_FILES = (CARD_FILE, README_FILE)
 MIN_MODELS = 2
 MIN_TASKS = 2
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9\-]*")
@@ -55,6 +61,7 @@ class SubmissionReport:
     card: SubmissionCard | None
     cells: list[Cell]
     problems: list[Problem]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -72,16 +79,13 @@ def cell_folder_names(task: str, model: str) -> list[str]:
     return [f"{spelling}_{model_part}" for spelling in spellings]
 
 
-def _circuit_suffixes() -> tuple[str, ...]:
-    return (".json", ".pt", ".pth", ".safetensors")
-
-
 def _is_circuit_file(path: Path) -> bool:
-    return path.suffix.lower() in _circuit_suffixes()
+    return path.suffix.lower() in CIRCUIT_SUFFIXES
 
 
-def _visible(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+def _entries(folder: Path) -> list[Path]:
+    """Everything in ``folder``, hidden files too: a submission holds nothing the checker does not read."""
+    return sorted(folder.iterdir())
 
 
 def _score_field(path: Path, tensor_field: str) -> str:
@@ -89,27 +93,25 @@ def _score_field(path: Path, tensor_field: str) -> str:
 
 
 def _load(path: Path, layout, problems: list[Problem]):
-    from mibench.errors import CircuitFileError
-    from mibench.graph.io import load_circuit
+    problem, graph = load_circuit_file(path, layout)
+    if problem is not None:
+        problems.append(problem)
+    return graph
 
-    try:
-        return load_circuit(path, layout=layout)
-    except CircuitFileError as err:
-        problems.append(Problem(err.path, err.field, err.message))
-    except OSError as err:
-        problems.append(Problem(str(path), None, f"cannot read: {err.strerror or err}"))
-    return None
+
+def _stray_files(files: list[Path], kept: list[Path], what: str, problems: list[Problem]) -> None:
+    for path in files:
+        if path not in kept:
+            problems.append(Problem(str(path), None, f"unexpected file: {what}"))
 
 
 def _check_importances(cell: Cell, card: SubmissionCard, problems: list[Problem]) -> None:
     import torch
 
-    circuit_files = [p for p in _visible(cell.folder) if p.is_file() and _is_circuit_file(p)]
-    importances = [p for p in circuit_files if p.stem == IMPORTANCES_STEM]
-    for extra in circuit_files:
-        if extra not in importances:
-            problems.append(Problem(str(extra), None, "unexpected circuit file: an importances submission holds "
-                                    "exactly one importances.json / .pt / .safetensors per cell folder"))
+    files = [p for p in _entries(cell.folder) if p.is_file()]
+    importances = [p for p in files if p.stem == IMPORTANCES_STEM and _is_circuit_file(p)]
+    _stray_files(files, importances, "an importances submission holds exactly one importances.json / .pt / "
+                 ".safetensors per cell folder", problems)
     if not importances:
         problems.append(Problem(str(cell.folder), None, "no importances file (importances.json, importances.pt "
                                 "or importances.safetensors)"))
@@ -143,7 +145,10 @@ def _check_importances(cell: Cell, card: SubmissionCard, problems: list[Problem]
 
 
 def _check_circuits(cell: Cell, problems: list[Problem]) -> None:
-    files = [p for p in _visible(cell.folder) if p.is_file() and _is_circuit_file(p)]
+    entries = [p for p in _entries(cell.folder) if p.is_file()]
+    files = [p for p in entries if _is_circuit_file(p)]
+    _stray_files(entries, files, f"a circuits submission holds circuit files ({', '.join(CIRCUIT_SUFFIXES)}) "
+                 "only", problems)
     wanted = len(CIRCUIT_FRACTIONS)
     if len(files) != wanted:
         limits = ", ".join(f"{100 * f:g}%" for f in CIRCUIT_FRACTIONS)
@@ -166,30 +171,20 @@ def _check_circuits(cell: Cell, problems: list[Problem]) -> None:
     cell.files = [path for _count, _name, path in sized]
 
 
-def _check_plugin(path: Path, card: SubmissionCard, card_file: str, problems: list[Problem]) -> None:
-    from mibench.plugins import PluginError, plugin_sources
+def _check_plugin(path: Path, card: SubmissionCard, card_file: str, report: SubmissionReport) -> None:
+    import warnings
 
-    for item in _visible(path):
-        if item.is_dir():
-            problems.append(Problem(str(item), None, "unexpected folder: a plugin submission holds only "
-                                    f"{CARD_FILE} (and optionally a README)"))
-    assert card.plugin is not None
-    namespace = card.plugin.method.split(":")[0]
-    try:
-        installed = {source.namespace for source in plugin_sources()}
-    except PluginError:
-        installed = set()
-    if namespace in installed:  # the plugin is installed here: its method must exist
-        from mibench.method_registry import get_method_card
+    from mibench.submissions.plugin import PluginWithoutCardsWarning, plugin_problems
 
-        try:
-            method = get_method_card(card.plugin.method)
-        except (MibenchError, KeyError) as exc:
-            problems.append(Problem(card_file, "plugin.method", str(exc)))
-            return
-        if method.track != card.track:
-            problems.append(Problem(card_file, "plugin.method", f"{method.id} is a {method.track}-track method, "
-                                    f"but the card says track: {card.track}"))
+    for item in _entries(path):
+        if item.name not in TOP_LEVEL_FILES:
+            report.problems.append(Problem(str(item), None, f"unexpected {'folder' if item.is_dir() else 'file'}: a "
+                                           f"plugin submission holds only {CARD_FILE} (and optionally {README_FILE})"))
+    problems, found = plugin_problems(card, card_file)
+    report.problems += problems
+    for warning in found:
+        report.warnings.append(warning)
+        warnings.warn(warning, PluginWithoutCardsWarning, stacklevel=2)
 
 
 def _check_card_semantics(card: SubmissionCard, card_file: str,
@@ -236,10 +231,9 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
     if not NAME_PATTERN.fullmatch(path.resolve().name):
         problems.append(Problem(str(path), None, "the folder name is the submission's id: use lower-case "
                                 "letters, digits and '-'"))
-    links = [p for p in [path, *path.rglob("*")] if p.is_symlink()]
-    for link in links:
-        problems.append(Problem(str(link), None, "symbolic links are not accepted in a submission"))
+    links = link_problems(path)
     if links:
+        problems += links
         return report
     card_file = str(path / CARD_FILE)
     card, card_problems = load_submission_card(card_file)
@@ -261,7 +255,7 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
         problems.append(Problem(card_file, "variables", "applies to causal-track submissions only"))
     if card.contains == "plugin":
         if card.plugin is not None:
-            _check_plugin(path, card, card_file, problems)
+            _check_plugin(path, card, card_file, report)
         return report
 
     expected: dict[str, tuple[str, str]] = {}
@@ -271,11 +265,13 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
                 expected.setdefault(folder_name, (task, model))
     example = cell_folder_names(card.tasks[0], card.models[0])[0]
     present: set[tuple[str, str]] = set()  # (task, model) of every cell folder, checked or not
-    for item in _visible(path):
+    for item in _entries(path):
         if item.is_file():
-            if _is_circuit_file(item):
-                problems.append(Problem(str(item), None, f"{'featurizer' if card.track == 'causal' else 'circuit'} "
-                                        f"files belong in a <task>_<model> folder (e.g. {example}/)"))
+            if item.name in TOP_LEVEL_FILES:
+                continue
+            what = "featurizer" if card.track == "causal" else "circuit"
+            problems.append(Problem(str(item), None, f"unexpected file: {what} files belong in a <task>_<model> "
+                                    f"folder (e.g. {example}/); beside them only {CARD_FILE} and {README_FILE}"))
             continue
         if item.name not in expected:
             problems.append(Problem(str(item), None, f"does not name a covered cell: expected <task>_<model> "
@@ -294,9 +290,9 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
             from mibench.submissions.causal import check_featurizer_cell
 
             if task in variables:
-                cell.variables = check_featurizer_cell(item, task, cell.model.layout, variables[task], problems)
+                cell.variables = check_featurizer_cell(item, task, cell.model, variables[task], problems)
             continue
-        for inner in _visible(item):
+        for inner in _entries(item):
             if inner.is_dir():
                 problems.append(Problem(str(inner), None, "unexpected folder: a cell folder holds its files directly"))
         if card.contains == "importances":

@@ -4,7 +4,9 @@ Importance files, and the nine binary circuits of MIB's multiple-circuit mode, a
 :func:`mibench.pipeline.run_evaluation` (one record per cell); the
 record's method id becomes ``submission:<folder name>`` and its file path is written relative to the
 submissions folder, so records from different machines agree. A plugin submission is evaluated by running
-its (installed) method on every task x model pair of the card. Records go to
+its (installed) method on every task x model pair of the card; its records are named
+``submission:<folder name>`` too, and stamped with the plugin's distribution, installed version and method
+id (``method.plugin``). Records go to
 ``<output_dir>/<submission name>/<task>/<model>/<run>/record.json``.
 """
 
@@ -73,11 +75,14 @@ def evaluate_submission(
         assert card.plugin is not None
         from mibench.submissions.models import resolve_model
 
+        stamp = _plugin_update(report)
         for task in card.tasks:
             for model in card.models:
                 request = EvaluationRequest(task=task, model=resolve_model(model).source, method=card.plugin.method,
                                             **common)
-                results.append(run_evaluation(request))
+                result = run_evaluation(request)
+                _relabel(result, stamp, _circuit_plot)
+                results.append(result)
         return results
     root = report.path.resolve().parent
     for cell in report.cells:
@@ -90,20 +95,40 @@ def evaluate_submission(
                                         **common)
             scored = cell.files[0]
         result = run_evaluation(request)
-        _relabel(result, submission_method_id(report), scored.resolve().relative_to(root).as_posix())
+        _relabel(result, {"id": submission_method_id(report), "file": scored.resolve().relative_to(root).as_posix()},
+                 _circuit_plot)
         results.append(result)
     return results
 
 
-def _relabel(result, method_id: str, file: str) -> None:
-    """Name the method after the submission (not the file) and rewrite the record and its plot."""
+def _plugin_update(report: SubmissionReport) -> dict:
+    """A plugin submission's records: named after the submission, stamped with the installed plugin."""
+    from mibench.submissions.plugin import plugin_stamp
+
+    assert report.card is not None
+    return {"id": submission_method_id(report), "plugin": plugin_stamp(report.card)}
+
+
+def _circuit_plot(record, path: Path) -> None:
     from mibench.circuits.report import plot_faithfulness
+
+    plot_faithfulness(record, path)
+
+
+def _causal_plot(record, path: Path) -> None:
+    from mibench.causal.report import plot_heatmap
+
+    plot_heatmap(record, path)
+
+
+def _relabel(result, update: dict, plot) -> None:
+    """Name the method after the submission (not the file or the plugin) and rewrite the record and its plot."""
     from mibench.results.record import write_record
 
     record = result.record
-    record.method = record.method.model_copy(update={"id": method_id, "file": file})
+    record.method = record.method.model_copy(update=update)
     if "plot" in record.artifacts:
-        plot_faithfulness(record, result.folder / record.artifacts["plot"])
+        plot(record, result.folder / record.artifacts["plot"])
     write_record(record, result.record_path)
 
 
@@ -120,13 +145,16 @@ def _evaluate_causal(report: SubmissionReport, out: Path, *, invocation: list[st
     results = []
     if card.contains == "plugin":
         assert card.plugin is not None
+        stamp = _plugin_update(report)
         for task in card.tasks:
             variables = (card.variables or {}).get(task) or get_card(task).causal.variables
             for model in card.models:
                 for variable in variables:
                     request = CausalRequest(task=task, model=resolve_model(model).source, variable=variable,
                                             method=card.plugin.method, **settings)
-                    results.append(run_causal_evaluation(request))
+                    result = run_causal_evaluation(request)
+                    _relabel(result, stamp, _causal_plot)
+                    results.append(result)
         return results
     root = report.path.resolve().parent
     for cell in report.cells:
@@ -134,17 +162,7 @@ def _evaluate_causal(report: SubmissionReport, out: Path, *, invocation: list[st
             request = CausalRequest(task=cell.task, model=cell.model.source, variable=variable,
                                     featurizer_dir=str(folder), **settings)
             result = run_causal_evaluation(request)
-            _relabel_causal(result, submission_method_id(report), folder.resolve().relative_to(root).as_posix())
+            _relabel(result, {"id": submission_method_id(report),
+                              "folder": folder.resolve().relative_to(root).as_posix()}, _causal_plot)
             results.append(result)
     return results
-
-
-def _relabel_causal(result, method_id: str, folder: str) -> None:
-    from mibench.causal.report import plot_heatmap
-    from mibench.results.record import write_record
-
-    record = result.record
-    record.method = record.method.model_copy(update={"id": method_id, "folder": folder})
-    if "plot" in record.artifacts:
-        plot_heatmap(record, result.folder / record.artifacts["plot"])
-    write_record(record, result.record_path)

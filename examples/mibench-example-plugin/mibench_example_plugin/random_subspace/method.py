@@ -7,16 +7,29 @@ The featurizer registers under the plugin's namespace, so featurizers saved by `
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
+from mibench.causal.arguments import FeatureBasisSchema, FeaturizerArguments
 from mibench.causal.featurizer import Featurizer, Interchange, register_featurizer
 from mibench.causal.method import CausalMethod, Site
 from mibench.method_registry import register_method
 
 
 @register_featurizer("example:random-basis")
-class RandomBasisFeaturizer(Featurizer):
+class RandomBasisFeaturizer(FeatureBasisSchema, Featurizer):
     """``f = x Q`` for a seeded random ``Q`` ``[d, k]`` with orthonormal columns; ``e = x - f Q^T``."""
+
+    # The constructor's arguments and the tensors they create, declared so that a saved file of this class
+    # is checked (types, ranges, the model's width, the tensors' shapes) before anything is built;
+    # FeatureBasisSchema adds the checks against the model (width, at most d_model features).
+    class Arguments(FeaturizerArguments):
+        n_features: int = Field(ge=1)
+        seed: int = 0
+
+    @classmethod
+    def stored_tensor_shapes(cls, args: Arguments) -> dict[str, tuple[int, ...]]:
+        return {"basis": (args.d_model, args.n_features)}
 
     def __init__(self, d_model: int, n_features: int, seed: int = 0) -> None:
         super().__init__(d_model)
