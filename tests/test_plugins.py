@@ -239,3 +239,23 @@ def test_a_namespace_with_code_but_no_cards_is_a_named_warning(tmp_path, monkeyp
     assert warning is not None and warning.startswith("PluginWithoutCardsWarning: plugin namespace 'acme'")
     (package / "method_a" / "method.yaml").write_text("id: a\n")
     assert cardless_namespace_warning("acme", "acme_dropped_cards") is None
+
+
+def test_ls_methods_names_a_plugin_installed_without_its_cards(tmp_path, monkeypatch, capsys):
+    """`mibench ls methods` lists no method of such a plugin; it must say why instead of staying silent."""
+    import sys
+
+    from mibench.cli import main
+    from mibench.plugins import PluginSource
+
+    package = tmp_path / "acme_dropped_cards"
+    (package / "method_a").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('listing must not import plugin code')\n")
+    (package / "method_a" / "method.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("mibench.plugins.plugin_sources",
+                        lambda: [PluginSource("acme", "acme_dropped_cards", "acme-mib")])
+    assert main(["ls", "methods"]) == 0
+    err = capsys.readouterr().err
+    assert "PluginWithoutCardsWarning: plugin namespace 'acme'" in err and "Traceback" not in err
+    assert "acme_dropped_cards" not in sys.modules

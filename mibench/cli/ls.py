@@ -7,9 +7,12 @@ are new entries of :data:`LISTINGS`.
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable
 
 from mibench.cli.command import Command
+
+log = logging.getLogger("mibench")
 
 TABLE_FORMATS = ("simple", "github", "plain", "grid", "latex", "tsv")
 WRAPPED_FORMATS = ("simple", "plain", "grid")  # formats for reading in a terminal; others stay one row per line
@@ -96,7 +99,12 @@ def list_methods(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from mibench.method_registry import list_method_cards
+    from mibench.plugins import plugin_sources
+    from mibench.submissions.plugin import cardless_namespace_warning
 
+    for source in plugin_sources():  # a plugin installed without its cards lists no methods: say why
+        if (warning := cardless_namespace_warning(source.namespace, source.package)) is not None:
+            log.warning("%s", warning)
     rows = []
     for card in list_method_cards():
         arguments = ", ".join(f"{name}={arg.default}" for name, arg in card.arguments.items()) or "-"

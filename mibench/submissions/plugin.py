@@ -16,7 +16,8 @@ produced by running that installed code. So the checker verifies what the record
 
 from __future__ import annotations
 
-from importlib import metadata, resources
+import importlib.util
+from importlib import metadata
 from pathlib import Path
 
 from mibench.errors import MibenchError
@@ -32,12 +33,13 @@ class PluginWithoutCardsWarning(UserWarning):
 
 def cardless_namespace_warning(namespace: str, package: str) -> str | None:
     """The warning for plugin ``namespace`` (package ``package``) if it ships code but no cards, else None."""
-    try:
-        root = Path(str(resources.files(package)))
-    except (ModuleNotFoundError, TypeError):
+    try:  # located, not imported (a plugin's code may import torch; `mibench ls` must stay light)
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
         return None
-    code = [p for p in root.rglob("*.py") if p.name != "__init__.py"]
-    cards = list(root.rglob("*.yaml"))
+    roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
+    code = [p for root in roots for p in root.rglob("*.py") if p.name != "__init__.py"]
+    cards = [p for root in roots for p in root.rglob("*.yaml")]
     if code and not cards:
         return (f"{PluginWithoutCardsWarning.__name__}: plugin namespace {namespace!r} (package {package}) has code "
                 f"but no cards (*.yaml): was it installed without its package data? Add "
