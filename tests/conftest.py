@@ -44,7 +44,7 @@ def random_task_model(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from mibench.data.registry import load_task
-    from mibench.zoo.vocab import build_tokenizer, words_of
+    from training.vocab import build_tokenizer, words_of
 
     words: set[str] = set()
     for task_id in ("ioi", "mcqa"):

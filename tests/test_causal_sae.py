@@ -132,7 +132,7 @@ def test_missing_folders_and_layers_say_what_exists(tmp_path):
 # ------------------------------------------------------------------------------------ the embedded SAEs
 @pytest.mark.parametrize("model", ["gpt2-tasks", "llama-tasks"])
 def test_every_zoo_model_ships_an_sae_per_layer_that_reconstructs_its_residual_stream(model):
-    from mibench.causal.train_sae import collect_activations, task_prompts
+    from training.sae import collect_activations, task_prompts
     from mibench.models.loading import load_model
 
     assert embedded_saes()[model] == [0, 1, 2]

@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 
-from mibench.zoo.planted import ADDITION_DESIGN, DESIGNS, MCQA_DESIGN, Interchange, Trainer, _batch, _draw, node_group
+from training.planted import ADDITION_DESIGN, DESIGNS, MCQA_DESIGN, Interchange, Trainer, _batch, _draw, node_group
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_interchange_equals_patching_every_edge_out_of_the_node(trainer, batch, 
 
 def test_ioi_giver_label_fixes_the_subject_to_the_sources():
     from mibench.errors import MibenchError
-    from mibench.zoo.planted import subject_label
+    from training.planted import subject_label
 
     base = {"names": ["Mary", "John"], "giver": "John"}
     assert subject_label(base, {"giver": "Mary"}) == " John"
@@ -120,7 +120,7 @@ def test_training_writes_a_loadable_model_with_its_ground_truth(tmp_path, capsys
     from mibench.graph.io import load_circuit
     from mibench.models.loading import load_model
     from mibench.results.record import read_record
-    from mibench.zoo import planted
+    from training import planted
 
     tiny = dataclasses.replace(ADDITION_DESIGN, name="tiny-addition", width=32)
     planted.DESIGNS[tiny.name] = tiny
@@ -170,7 +170,7 @@ def _planted_names() -> list[str]:
 def planted_checks(request):
     """Every proof of one shipped model, recomputed from its weights on 200 test examples."""
     from mibench.zoo.catalog import zoo_model
-    from mibench.zoo.planted import ground_truth_checks
+    from training.planted import ground_truth_checks
 
     (task,) = zoo_model(request.param).known_circuits
     return ground_truth_checks(request.param, task, n_examples=200)
@@ -243,7 +243,7 @@ def test_components_outside_the_circuit_are_not_constant(planted_checks):
 
 def test_input_interchange_labels_replace_those_inputs_only():
     from mibench.data.registry import load_task
-    from mibench.zoo.planted import interchange_label
+    from training.planted import interchange_label
 
     task = load_task("arithmetic_addition")
     base = {"op1_tens": 7, "op1_ones": 1, "op2_tens": 6, "op2_ones": 0}  # 71 + 60

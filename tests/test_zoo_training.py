@@ -10,8 +10,8 @@ import torch
 from mibench.data.registry import load_task
 from mibench.data.tokenization import answer_token
 from mibench.models.loading import load_model
-from mibench.zoo.train import main
-from mibench.zoo.vocab import build_tokenizer, words_of
+from training.vocab import build_tokenizer, words_of
+from training.zoo import main
 
 
 def test_word_tokenizer_makes_every_answer_one_token():
@@ -56,7 +56,7 @@ def test_training_stream_never_yields_a_held_out_split_key():
     import re
 
     from mibench.data.splits import partition_of
-    from mibench.zoo.train import train_items
+    from training.zoo import train_items
 
     stream = train_items(load_task("arithmetic_addition"), random.Random(0))
     for _ in range(300):
@@ -74,7 +74,7 @@ def test_contained_induction_prompts_are_train_keyed_prefixes_supervised_at_thei
     import random
 
     from mibench.data.splits import partition_of
-    from mibench.zoo.train import Stream, train_items
+    from training.zoo import Stream, train_items
 
     task = load_task("induction")
     for example in task.examples("train", 40):
@@ -108,7 +108,7 @@ def test_contained_induction_prompts_are_train_keyed_prefixes_supervised_at_thei
 def test_repeat_lists_copy_any_word_and_never_use_an_induction_noun():
     import random
 
-    from mibench.zoo.train import repeat_items
+    from training.zoo import repeat_items
 
     nouns = words_of(load_task("induction").examples("train", 300))
     pool = sorted(w for w in words_of(load_task("ioi").examples("train", 200)) if w.isalpha() and w not in nouns)

@@ -50,7 +50,7 @@ Files are read with ``safetensors`` only (never pickle). :func:`save_sae` writes
 because every SAELens release reads that form.
 
 Embedded SAEs for the zoo models live in ``mibench/zoo/saes/<model>/layer_<L>/`` (trained by
-:mod:`mibench.causal.train_sae`; ``mibench/zoo/saes/README.md`` has their numbers). They read the residual
+:mod:`training.sae`; ``mibench/zoo/saes/README.md`` has their numbers). They read the residual
 stream *after* block ``L`` (``blocks.L.hook_resid_post``, what :class:`~mibench.engine.residual.ResidualRunner`
 returns for layer ``L``).
 """

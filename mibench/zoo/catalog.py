@@ -1,7 +1,7 @@
 """The embedded model zoo's catalog: which trained models ship inside the package, read without torch.
 
 Each model is a Hugging Face folder under ``mibench/zoo/models/<name>/`` (``config.json``,
-``model.safetensors``, tokenizer files) plus the ``zoo_card.json`` written by :mod:`mibench.zoo.train`.
+``model.safetensors``, tokenizer files) plus the ``zoo_card.json`` written by :mod:`training.zoo`.
 This module only reads JSON files and file sizes, so listing the zoo is instant and needs no torch::
 
     >>> from mibench.zoo.catalog import DEFAULT_MODEL, list_models, model_path
@@ -19,7 +19,7 @@ from typing import Any
 
 #: Where the zoo's model folders live inside the installed package.
 ZOO_DIR = Path(__file__).resolve().parent / "models"
-#: Planted-circuit models (trained by :mod:`mibench.zoo.planted`; each ships ``ground_truth/<task>.json``).
+#: Planted-circuit models (trained by :mod:`training.planted`; each ships ``ground_truth/<task>.json``).
 PLANTED_DIR = Path(__file__).resolve().parent / "known_circuits"
 #: The GPT-2-architecture zoo model, used where a command needs a model and none is given.
 DEFAULT_MODEL = "gpt2-tasks"

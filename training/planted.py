@@ -20,7 +20,7 @@ only has to make the rest of the model harmless and ordinary-looking.
 
 The ground truth is the list of edges of :class:`PlantedDesign`; the trained model ships it as
 ``ground_truth/<task>.json`` (MIB's circuit JSON) beside its weights, which ``mibench evaluate`` picks up to
-report AUROC. ``python -m mibench.zoo.planted --design planted-addition --out <folder>`` trains one (seeded).
+report AUROC. ``python -m training.planted --design planted-addition --out <folder>`` trains one (seeded).
 """
 
 from __future__ import annotations
@@ -34,12 +34,30 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
+from tabulate import tabulate
+from transformers import AutoModelForCausalLM
 
 from mibench.causal.causal_model import OUTPUT
+from mibench.circuits.batches import build_batches
+from mibench.circuits.ground_truth import GROUND_TRUTH_DIR, ground_truth_counterfactual, ground_truth_path, model_card
+from mibench.circuits.metrics import logit_difference
+from mibench.data.registry import load_task
+from mibench.data.tokenization import answer_token, encode, role_positions
+from mibench.engine import PatchingEngine
+from mibench.engine.ablation import Ablation
+from mibench.engine.masks import CircuitMask
 from mibench.errors import MibenchError
+from mibench.graph.graph import Graph
+from mibench.graph.io import load_circuit, save_json
+from mibench.models.adapter import adapter_for
+from mibench.models.loading import load_model, tokenizer_from
+from mibench.zoo.catalog import CARD_FILE, model_path
+from training.zoo import model_config, pad_rows, partition_examples
 
 #: Counterfactual kinds of IOI whose prompts share the clean prompt's template (so positions line up).
 IOI_KINDS = ("s1_io_flip", "s2_io_flip", "s1_ioi_flip_s2_ioi_flip", "random_names")
@@ -251,9 +269,6 @@ class Batch:
 
 
 def _batch(examples, kinds, tokenizer) -> Batch:
-    from mibench.data.tokenization import answer_token, encode
-    from mibench.zoo.train import pad_rows
-
     pad = tokenizer.pad_token_id
     clean, mask, last = pad_rows([encode(tokenizer, e.prompt) for e in examples], pad)
     cf = {k: pad_rows([encode(tokenizer, e.counterfactual(k).prompt) for e in examples], pad)[0] for k in kinds}
@@ -265,10 +280,6 @@ def _batch(examples, kinds, tokenizer) -> Batch:
 
 def _draw(task, rng: random.Random, n: int) -> list:
     """``n`` fresh train-partition examples (the zoo trainer's stream: held-out keys are never drawn)."""
-    from itertools import islice
-
-    from mibench.zoo.train import partition_examples
-
     return list(islice(partition_examples(task, rng, "train"), n))
 
 
@@ -276,14 +287,6 @@ class Trainer:
     """The model being planted, its engine, and the three SIIT losses."""
 
     def __init__(self, design: PlantedDesign, tokenizer, seed: int) -> None:
-        from transformers import AutoModelForCausalLM
-
-        from mibench.data.registry import load_task
-        from mibench.engine import PatchingEngine
-        from mibench.graph.graph import Graph
-        from mibench.models.adapter import adapter_for
-        from mibench.zoo.train import model_config
-
         self.design, self.tokenizer = design, tokenizer
         torch.manual_seed(seed)
         self.rng = random.Random(seed)
@@ -320,8 +323,6 @@ class Trainer:
 
     def _keeping(self, keep: torch.Tensor):
         """The engine mask that keeps ``keep``'s real edges (the layout's padding slots are always 'kept')."""
-        from mibench.engine.masks import CircuitMask
-
         return CircuitMask(keep * self.real + (1 - self.real))
 
     def clean_run(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -359,8 +360,6 @@ class Trainer:
         prompts always letter their options A-D, so a circuit trained on them alone can answer by option index
         and never learn to move letters, which its randomLetter counterfactuals (and the interchanges) need.
         """
-        from mibench.engine.ablation import Ablation
-
         ids, answers = batch.clean, batch.answers
         if counterfactuals:
             ids = torch.cat([ids, *batch.cf.values()])
@@ -372,8 +371,6 @@ class Trainer:
 
     def hint_positions(self, example) -> list[tuple[int, int]]:
         """(query, key) token positions of each of the design's attention hints in ``example``'s prompt."""
-        from mibench.data.tokenization import role_positions
-
         positions = role_positions(self.tokenizer, example.prompt, example.spans)
         return [(positions[h.query][-1] + h.query_offset, positions[h.key][-1] + h.key_offset)
                 for h in self.design.attention_hints]
@@ -398,8 +395,6 @@ class Trainer:
         return self.engine.forward(batch.cf[kind], batch.mask, record=True, logit_positions="none").sources
 
     def _ablated_logits(self, batch: Batch, kind: str, keep: torch.Tensor) -> torch.Tensor:
-        from mibench.engine.ablation import Ablation
-
         ablation = Ablation("patching", self._counterfactual_sources(batch, kind), batch.mask)
         return self._logits(batch, mask=self._keeping(keep), ablation=ablation)
 
@@ -469,8 +464,6 @@ class Trainer:
         return torch.nn.functional.cross_entropy(*self._interchanged_logits(batch, spec, kind))
 
     def _label_token(self, variable: str, base: dict, source: dict) -> int:
-        from mibench.data.tokenization import answer_token
-
         return answer_token(self.tokenizer, interchange_label(self.task, variable, base, source), "label")
 
     # ----------------------------------------------------------------- metrics
@@ -490,9 +483,6 @@ class Trainer:
 
 
 def train(args: argparse.Namespace) -> dict:
-    from mibench.models.loading import tokenizer_from
-    from mibench.zoo.catalog import model_path
-
     design = DESIGNS[args.design]
     torch.set_num_threads(args.threads)
     tokenizer = tokenizer_from(str(model_path("gpt2-tasks")))  # the zoo's shared word-level tokenizer
@@ -558,7 +548,7 @@ def train(args: argparse.Namespace) -> dict:
             "interchanges": [{"variable": s.variable, "node": s.node, "kinds": list(s.kinds)}
                              for s in design.interchanges],
             "strict_kinds": list(design.strict_kinds),
-            "command": "python -m mibench.zoo.planted " + shlex.join(args.argv),
+            "command": "python -m training.planted " + shlex.join(args.argv),
             # a continued run keeps the card of the run it started from (whose own parent is in it, and so on)
             "continued_from": parent,
             "args": {k: v for k, v in vars(args).items() if k not in ("argv", "out")},
@@ -573,8 +563,6 @@ def train(args: argparse.Namespace) -> dict:
 
 def _continue_from(trainer: Trainer, folder: Path) -> dict:
     """Load a planted model's weights into ``trainer`` (same design) and return that run's card."""
-    from safetensors.torch import load_file
-
     card = planted_card(str(folder))
     if card.get("design") != trainer.design.name:
         raise MibenchError(f"{folder} holds design {card.get('design')!r}, not {trainer.design.name!r}")
@@ -589,11 +577,6 @@ def _continue_from(trainer: Trainer, folder: Path) -> dict:
 
 
 def save(trainer: Trainer, tokenizer, out: Path, card: dict) -> None:
-    from mibench.circuits.ground_truth import GROUND_TRUTH_DIR
-    from mibench.graph.graph import Graph
-    from mibench.graph.io import save_json
-    from mibench.zoo.catalog import CARD_FILE
-
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -614,7 +597,8 @@ def save(trainer: Trainer, tokenizer, out: Path, card: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.planted", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--design", default=IOI_DESIGN.name, choices=sorted(DESIGNS))
     parser.add_argument("--out", help="model folder to write (HF files, ground_truth/, zoo_card.json)")
     parser.add_argument("--init", metavar="FOLDER",
@@ -676,16 +660,6 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
     * ``answer_position_spread``: how much each node's answer-position output varies across prompts (relative to
       its norm), so one can see it is not marked out by constant neighbours either.
     """
-    from mibench.circuits.batches import build_batches
-    from mibench.circuits.ground_truth import ground_truth_counterfactual, ground_truth_path
-    from mibench.circuits.metrics import logit_difference
-    from mibench.data.registry import load_task
-    from mibench.engine import PatchingEngine
-    from mibench.engine.ablation import Ablation
-    from mibench.engine.masks import CircuitMask
-    from mibench.graph.io import load_circuit
-    from mibench.models.loading import load_model
-
     loaded = load_model(model)
     engine = PatchingEngine(loaded.adapter)
     layout = engine.layout
@@ -777,8 +751,6 @@ def ground_truth_checks(model: str, task_id: str, *, n_examples: int = 200, kind
 
 def planted_card(model: str) -> dict:
     """The ``planted_circuit`` section of a planted model's ``zoo_card.json`` ({} for any other model)."""
-    from mibench.circuits.ground_truth import model_card
-
     return model_card(model).get("planted_circuit", {})
 
 
@@ -788,8 +760,6 @@ def _share(value: float | None) -> str:
 
 def format_checks(checks: dict) -> str:
     """The proofs as Markdown (the model card's tables)."""
-    from tabulate import tabulate
-
     own = checks["counterfactual"]
     lines = [f"`{checks['model']}` on `{checks['task']}` (test split, {checks['examples']} examples); ground truth "
              f"defined under the `{own}` counterfactual.", ""]

@@ -1,8 +1,8 @@
 """Train an embedded zoo model on the procedurally generated task suite (seeded, CPU-friendly).
 
-    python -m mibench.zoo.train --arch llama --layers 3 --width 192 --heads 6 --kv-heads 2 --batch-size 32 \
+    python -m training.zoo --arch llama --layers 3 --width 192 --heads 6 --kv-heads 2 --batch-size 32 \
         --adaptive --lr 3e-3 --steps 3500 --minutes 30 --split-digits --threads 1 --out /tmp/llama-tasks
-    python -m mibench.zoo.train --arch llama --tasks ioi induction --minutes 5 --out /tmp/llama-trial
+    python -m training.zoo --arch llama --tasks ioi induction --minutes 5 --out /tmp/llama-trial
 
 (mibench/zoo/models/README.md gives the exact command, steps and time of every shipped model.) On a
 shared 2-core machine use ``--threads 1``: two 2-thread torch jobs on two cores slow each other ~10x.
@@ -55,11 +55,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from mibench.data.registry import list_cards, load_task
 from mibench.data.splits import partition_of
 from mibench.data.tokenization import TokenizationError, answer_token, encode
-from mibench.zoo.vocab import build_tokenizer, words_of
+from mibench.tasks.induction.task import MAX_WORDS, MIN_COPY, MIN_WORDS, render
+from training.vocab import build_tokenizer, words_of
 
 EVAL_SPLITS = ("validation", "test")
 #: Auxiliary sentence: copy the one answer word in context. Moving a word from its position to the last
@@ -97,8 +99,6 @@ def model_config(arch: str, vocab_size: int, *, layers: int, width: int, heads: 
     (GPT-2's own) and ``gelu_pytorch_tanh`` are the same tanh-GELU formula; HF evaluates the second as one
     fused kernel, which makes a training step ~9 % faster. Attention is eager (~4 % faster than SDPA on
     these tiny shapes in training; the choice is not saved in ``config.json``)."""
-    from transformers import GPT2Config, LlamaConfig
-
     if arch == "gpt2":
         config = GPT2Config(vocab_size=vocab_size, n_layer=layers, n_embd=width, n_head=heads,
                             n_positions=max_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -171,8 +171,6 @@ def repeat_items(words: list[str], rng: random.Random) -> Iterator[Item]:
     partly memorise which noun follows which (train accuracy 0.998 against 0.94 on held-out pairs). Lists of
     words that no induction prompt uses reward only a token-independent copy mechanism and hold no noun pair.
     """
-    from mibench.tasks.induction.task import MAX_WORDS, MIN_COPY, MIN_WORDS, render
-
     while True:
         n = rng.randint(MIN_WORDS, MAX_WORDS)
         chosen = rng.sample(words, n)
@@ -310,8 +308,6 @@ def adaptive_sizes(val: dict[str, float], batch_size: int, min_batch: int) -> di
 def repeat_stream_of(args: argparse.Namespace, splits: dict, words: set[str], tokenizer) -> Stream:
     """The ``--repeat-size`` stream: :func:`repeat_items` over the vocabulary's words that no induction
     prompt uses."""
-    from mibench.tasks.induction.task import MAX_WORDS
-
     induction_words = set().union(*map(words_of, splits["induction"].values())) if "induction" in splits else set()
     repeat_words = sorted(w for w in words if w.isalpha() and w not in induction_words)
     if len(repeat_words) < MAX_WORDS:
@@ -332,8 +328,6 @@ def parse_weights(pairs: list[str] | None, task_ids: list[str]) -> dict[str, flo
 
 
 def train(args: argparse.Namespace) -> dict:
-    from transformers import AutoModelForCausalLM
-
     setup_started = time.perf_counter()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -427,7 +421,7 @@ def train(args: argparse.Namespace) -> dict:
     result = {
         "arch": args.arch,
         "args": {k: v for k, v in vars(args).items() if k not in ("out", "argv")},
-        "command": "python -m mibench.zoo.train " + " ".join(args.argv),
+        "command": "python -m training.zoo " + " ".join(args.argv),
         "tasks": {t: str(tasks[t].card.version) for t in task_ids},
         "steps": step,
         "stopped_by": stop_reason,
@@ -454,7 +448,8 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.zoo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=("gpt2", "llama"), default="gpt2")
     parser.add_argument("--tasks", nargs="*", help="task ids (default: every task with a generator)")
     parser.add_argument("--layers", type=int, default=3)

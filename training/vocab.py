@@ -15,6 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
 from mibench.data.example import Example
 
 SPECIAL_TOKENS = ("[UNK]", "[PAD]", "[BOS]")
@@ -27,8 +30,6 @@ INNER_DIGIT_PATTERN = r"\d(?=\d*\D)"
 
 def pre_tokenizer(split_digits: bool = False):
     """The ``tokenizers`` pre-tokenizer: whitespace/punctuation words, optionally with inner numbers split."""
-    from tokenizers import Regex, pre_tokenizers
-
     if not split_digits:
         return pre_tokenizers.Whitespace()
     return pre_tokenizers.Sequence([
@@ -57,9 +58,6 @@ def words_of(examples: Iterable[Example], *, split_digits: bool = False) -> set[
 
 def build_tokenizer(words: Iterable[str], *, split_digits: bool = False):
     """A ``PreTrainedTokenizerFast`` over ``words`` (sorted, so the ids are reproducible)."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     for word in sorted(set(words)):
         vocab.setdefault(word, len(vocab))

@@ -1,6 +1,6 @@
 """Train the embedded residual-stream SAEs of a zoo model (seeded, CPU-friendly, a minute or two per layer).
 
-    python -m mibench.causal.train_sae --model gpt2-tasks --layers 0 1 2 --d-sae 512 --l1 1.0 \\
+    python -m training.sae --model gpt2-tasks --layers 0 1 2 --d-sae 512 --l1 1.0 \\
         --out mibench/zoo/saes/gpt2-tasks --seed 0 --threads 2
 
 (``mibench/zoo/saes/README.md`` gives the exact commands and numbers of the shipped SAEs.)
@@ -50,7 +50,12 @@ import torch
 from torch import Tensor
 
 from mibench.causal.sae import SAEFeaturizer, reconstruction_stats, save_sae
+from mibench.data.registry import load_task
+from mibench.data.tokenization import encode
+from mibench.engine.residual import ResidualRunner
 from mibench.errors import MibenchError
+from mibench.models.loading import load_model
+from training.zoo import procedural_task_ids
 
 
 @dataclass
@@ -91,9 +96,6 @@ def _batches(prompts: list[list[int]], batch_size: int, pad_id: int):
 
 def task_prompts(tokenizer, tasks: list[str], split: str, per_task: int) -> list[list[int]]:
     """Token ids (BOS first) of the first ``per_task`` clean prompts of ``split`` of every task."""
-    from mibench.data.registry import load_task
-    from mibench.data.tokenization import encode
-
     prompts: list[list[int]] = []
     for task_id in tasks:
         task = load_task(task_id)
@@ -106,8 +108,6 @@ def task_prompts(tokenizer, tasks: list[str], split: str, per_task: int) -> list
 def collect_activations(loaded, layers: list[int], prompts: list[list[int]],
                         batch_size: int = 64) -> dict[int, Activations]:
     """The residual stream after each of ``layers`` at every real token position of ``prompts``."""
-    from mibench.engine.residual import ResidualRunner
-
     runner = ResidualRunner(loaded.adapter)
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     rows: dict[int, list[Tensor]] = {layer: [] for layer in layers}
@@ -265,9 +265,6 @@ def _settings(args: argparse.Namespace) -> TrainSettings:
 
 def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
     """Collect activations once, then train, evaluate and write one SAE per layer."""
-    from mibench.models.loading import load_model
-    from mibench.zoo.train import procedural_task_ids
-
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
     loaded.model.eval()
@@ -301,7 +298,8 @@ def run(args: argparse.Namespace, command: str) -> list[dict[str, Any]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.sae", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="zoo model name or model folder")
     parser.add_argument("--layers", type=int, nargs="+", required=True, help="blocks whose output to train on")
     parser.add_argument("--out", required=True, help="folder that receives layer_<L>/ SAE folders")
@@ -326,7 +324,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = "python -m mibench.causal.train_sae " + shlex.join(argv)
+    command = "python -m training.sae " + shlex.join(argv)
     run(parse_args(argv), command)
     return 0
 
