@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any
 
 from mibench.causal.causal_model import CausalModel
 from mibench.data.example import Counterfactual, Example, Span
@@ -124,7 +124,7 @@ class RavelTask(Task):
     """RAVEL cities: recall Continent / Country / Language of a city; split by city."""
 
     #: The zoo trainer teaches the model the cities of these partitions (see the module docstring).
-    model_training_splits: ClassVar[tuple[str, ...]] = ("train", "validation", "test")
+    model_training_splits = ("train", "validation", "test")
 
     def causal_model(self) -> CausalModel:
         return ravel_causal_model(self.card.id)
