@@ -19,7 +19,11 @@ from mibench.models.loading import load_model
 from mibench.zoo.catalog import DEFAULT_MODEL, ZOO_DIR, is_zoo_model, list_models, model_path, zoo_model
 
 ZOO = [model.name for model in list_models()]  # the task-suite models (planted ones: test_planted.py)
+#: Tasks every zoo model was trained on (later models add more, e.g. RAVEL).
 TASKS = ("ioi", "arithmetic_addition", "arithmetic_subtraction", "mcqa", "induction")
+#: (model, task) for every task a model was trained on, as its zoo_card.json lists them: a model is asked to
+#: solve only what it was taught (the models that predate RAVEL never saw a city).
+TRAINED = [(model.name, task) for model in list_models() for task in model.tasks]
 #: Test examples scored per task (subtraction's test split holds 200); enough to resolve 95 % well.
 EXAMPLES = 300
 TARGET = 0.95
@@ -79,8 +83,7 @@ def test_zoo_model_loads_through_the_adapter(name):
     assert load_model(model_path(name)).model.state_dict().keys() == loaded.model.state_dict().keys()
 
 
-@pytest.mark.parametrize("task_id", TASKS)
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name,task_id", TRAINED)
 def test_zoo_model_solves_the_test_split(name, task_id, request):
     if (name, task_id) in KNOWN_SHORTFALLS:
         request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_SHORTFALLS[(name, task_id)]))

@@ -104,6 +104,11 @@ def _counterfactual(city: City, attribute: str, template: str) -> Counterfactual
     return Counterfactual(prompt=text, answer=" " + variables["answer"], variables=variables, spans=spans)
 
 
+@lru_cache(maxsize=1)
+def _all_cities() -> tuple[City, ...]:
+    return tuple(city_table().values())
+
+
 @lru_cache(maxsize=None)
 def cities_by_partition(task_id: str) -> dict[str, tuple[City, ...]]:
     """The table's cities grouped by the partition their name hashes to (for this task id)."""
@@ -113,10 +118,11 @@ def cities_by_partition(task_id: str) -> dict[str, tuple[City, ...]]:
     return {split: tuple(cities) for split, cities in groups.items()}
 
 
-def _other_city(rng: random.Random, peers: tuple[City, ...], city: City, differing: str) -> City:
-    """A city of ``peers`` whose ``differing`` attribute is not ``city``'s."""
-    value = city.attribute(differing)
-    return rng.choice([c for c in peers if c.attribute(differing) != value])
+@lru_cache(maxsize=None)
+def _differing(task_id: str, split: str, attribute: str, value: str) -> tuple[City, ...]:
+    """The cities of partition ``split`` whose ``attribute`` is not ``value``, in table order (cached: the
+    generator asks for these lists thousands of times)."""
+    return tuple(c for c in cities_by_partition(task_id)[split] if c.attribute(attribute) != value)
 
 
 @register_task("ravel")
@@ -130,20 +136,19 @@ class RavelTask(Task):
         return ravel_causal_model(self.card.id)
 
     def draw(self, rng: random.Random) -> tuple[str, Example]:
-        cities = list(city_table().values())
-        city = rng.choice(cities)
+        city = rng.choice(_all_cities())
         attribute = rng.choice(ATTRIBUTES)
         template = rng.choice(TEMPLATES[attribute])
         prompt, spans, variables = ravel_prompt(city, attribute, template)
-        peers = cities_by_partition(self.card.id)[partition_of(self.card.id, city.name)]
+        # source cities: same partition as the base city, another value of the queried attribute
+        others = _differing(self.card.id, partition_of(self.card.id, city.name), attribute, variables["answer"])
 
         other_template = rng.choice([t for t in TEMPLATES[attribute] if t != template])
         other_attribute = rng.choice([a for a in ATTRIBUTES if a != attribute])
         counterfactuals = {
-            "entity": _counterfactual(_other_city(rng, peers, city, attribute), attribute, template),
-            "prompt_template": _counterfactual(_other_city(rng, peers, city, attribute), attribute, other_template),
-            "attribute": _counterfactual(_other_city(rng, peers, city, attribute), other_attribute,
-                                         rng.choice(TEMPLATES[other_attribute])),
+            "entity": _counterfactual(rng.choice(others), attribute, template),
+            "prompt_template": _counterfactual(rng.choice(others), attribute, other_template),
+            "attribute": _counterfactual(rng.choice(others), other_attribute, rng.choice(TEMPLATES[other_attribute])),
         }
         example = Example(id="", prompt=prompt, answer=" " + variables["answer"], counterfactuals=counterfactuals,
                           spans=spans, variables=variables, template=template)
