@@ -36,6 +36,11 @@ Reproducibility: everything is seeded (``--seed``); with ``--steps`` (and no ear
 a run is a fixed sequence of batches and updates, so the same command, torch version and thread count
 reproduce the same weights. ``--minutes`` is a safety cap only.
 
+Checkpoints: with ``--checkpoint-dir`` the run writes ``checkpoint.pt`` every ``--checkpoint-every`` steps and
+when it stops; ``--resume`` continues it exactly (same weights as an uninterrupted run; see
+:mod:`training.checkpoint`), so a run longer than one sitting, or cut by ``--minutes``, is not lost.
+``--minutes`` counts the training time of every resumed part together.
+
 Output: an ordinary Hugging Face model folder (config, safetensors, tokenizer) plus ``zoo_card.json``
 recording the command line arguments, steps, wall time, parameter count, accuracy per task and split,
 and the validation history.
