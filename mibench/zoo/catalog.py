@@ -6,7 +6,7 @@ This module only reads JSON files and file sizes, so listing the zoo is instant 
 
     >>> from mibench.zoo.catalog import DEFAULT_MODEL, list_models, model_path
     >>> [m.name for m in list_models()]
-    ['gpt2-tasks', 'llama-tasks']
+    ['gpt2-medium-tasks', 'gpt2-tasks', 'llama-tasks']
     >>> model_path(DEFAULT_MODEL)             # a folder mibench.models.loading.load_model accepts
 """
 
