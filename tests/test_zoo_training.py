@@ -134,3 +134,42 @@ def test_training_on_induction_alone_runs_and_repeat_lists_then_ask_for_another_
     assert json.loads((tmp_path / "model" / "zoo_card.json").read_text())["steps"] >= 1
     with pytest.raises(ValueError, match="--repeat-size needs at least 10 vocabulary words outside the induction"):
         main([*tiny, "--repeat-size", "4"])
+
+
+@pytest.mark.slow
+def test_a_stopped_and_resumed_run_equals_the_uninterrupted_run(tmp_path):
+    """4 steps == 2 steps + checkpoint + resume + 2 steps: same weights and the same validation history
+    (data streams, optimizer, adaptive batch sizes and the lr schedule all continue where they stopped)."""
+    from safetensors.torch import load_file
+
+    from training.checkpoint import CheckpointError, load_checkpoint
+    from training.zoo import checkpoint_args, parse_args
+
+    tiny = ["--arch", "gpt2", "--tasks", "ioi", "arithmetic_subtraction", "--examples", "200", "--layers", "1", "--width", "32",
+            "--heads", "2", "--eval-every", "3", "--steps", "4", "--adaptive", "--batch-size", "8",
+            "--repeat-size", "4", "--copy-fraction", "0.5"]
+    checkpoints = str(tmp_path / "ckpt")
+    main([*tiny, "--out", str(tmp_path / "whole")])
+    main([*tiny, "--max-steps", "2", "--checkpoint-dir", checkpoints, "--out", str(tmp_path / "first")])
+    main([*tiny, "--resume", "--checkpoint-dir", checkpoints, "--out", str(tmp_path / "resumed")])
+    whole = load_file(tmp_path / "whole" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    first_half = load_file(tmp_path / "first" / "model.safetensors")
+    assert not all(torch.equal(whole[k], first_half[k]) for k in whole)  # the resumed steps did something
+
+    def history(folder: str) -> list[dict]:
+        card = json.loads((tmp_path / folder / "zoo_card.json").read_text())
+        return [{k: v for k, v in entry.items() if k != "seconds"} for entry in card["history"]]
+
+    assert history("whole") == history("resumed") and [h["step"] for h in history("resumed")] == [3, 4]
+    card = json.loads((tmp_path / "resumed" / "zoo_card.json").read_text())
+    assert card["steps"] == 4 and card["resumed_at_steps"] == [2]
+    # a resumed run must compute the same thing: other arguments than the cap, threads and output are refused
+    resumable = checkpoint_args(parse_args([*tiny, "--minutes", "9", "--resume", "--checkpoint-dir", checkpoints]))
+    assert load_checkpoint(checkpoints, resumable)["step"] == 4  # the resumed run checkpointed where it stopped
+    with pytest.raises(CheckpointError, match="other arguments .*lr: checkpoint 0.001, now 0.01"):
+        load_checkpoint(checkpoints, checkpoint_args(parse_args([*tiny, "--lr", "0.01"])))
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nowhere", resumable)
+    assert not list((tmp_path / "ckpt").glob("*.partial"))  # written atomically

@@ -36,6 +36,11 @@ Reproducibility: everything is seeded (``--seed``); with ``--steps`` (and no ear
 a run is a fixed sequence of batches and updates, so the same command, torch version and thread count
 reproduce the same weights. ``--minutes`` is a safety cap only.
 
+Checkpoints: with ``--checkpoint-dir`` the run writes ``checkpoint.pt`` every ``--checkpoint-every`` steps and
+when it stops; ``--resume`` continues it exactly (same weights as an uninterrupted run; see
+:mod:`training.checkpoint`), so a run longer than one sitting, or cut by ``--minutes``, is not lost.
+``--minutes`` counts the training time of every resumed part together.
+
 Output: an ordinary Hugging Face model folder (config, safetensors, tokenizer) plus ``zoo_card.json``
 recording the command line arguments, steps, wall time, parameter count, accuracy per task and split,
 and the validation history.
@@ -50,7 +55,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +66,7 @@ from mibench.data.registry import list_cards, load_task
 from mibench.data.splits import partition_of
 from mibench.data.tokenization import TokenizationError, answer_token, encode
 from mibench.tasks.induction.task import MAX_WORDS, MIN_COPY, MIN_WORDS, render
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.vocab import build_tokenizer, words_of
 
 EVAL_SPLITS = ("validation", "test")
@@ -130,40 +136,89 @@ def task_data(tokenizer, examples, *, with_counterfactuals: bool) -> TaskData:
 Item = tuple[str, str, list[tuple[str, str]]]
 
 
-def train_items(task, rng: random.Random, cf_prob: float = 1.0, contained: bool = False) -> Iterator[Item]:
-    """An endless stream of (prompt, answer, contained prompts) from the task's train partition; each
-    same-key counterfactual of a drawn example follows it with probability ``cf_prob``.
+class ItemSource:
+    """An endless stream of items whose position can be saved and restored exactly (for checkpoints).
+
+    Items come in groups drawn with one RNG (a drawn example and its counterfactuals); all of a group's
+    randomness is used before its first item is handed out, so the stream's position is fully described by
+    the RNG's state and the group's remaining items, both plain Python data (:meth:`state`).
+    """
+
+    def __init__(self, draw_group: Callable[[random.Random], list[Item]], rng: random.Random) -> None:
+        self.draw_group, self.rng = draw_group, rng
+        self.pending: list[Item] = []
+
+    def __iter__(self) -> ItemSource:
+        return self
+
+    def __next__(self) -> Item:
+        while not self.pending:
+            self.pending = list(self.draw_group(self.rng))
+        return self.pending.pop(0)
+
+    def state(self) -> dict:
+        return {"rng": self.rng.getstate(), "pending": list(self.pending)}
+
+    def load_state(self, state: dict) -> None:
+        self.rng.setstate(_as_rng_state(state["rng"]))
+        self.pending = [_as_item(item) for item in state["pending"]]
+
+
+def _as_rng_state(state) -> tuple:
+    """``random.Random.getstate()`` again after a round trip through a checkpoint (tuples may come back
+    as lists)."""
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
+
+
+def _as_item(item) -> Item:
+    prompt, answer, contained = item
+    return prompt, answer, [(p, a) for p, a in contained]
+
+
+def train_items(task, rng: random.Random, cf_prob: float = 1.0, contained: bool = False) -> ItemSource:
+    """An endless stream of (prompt, answer, contained prompts) from the task's train partition (every
+    partition of :attr:`~mibench.data.task.Task.model_training_splits`: RAVEL's cities must all be known);
+    each same-key counterfactual of a drawn example follows it with probability ``cf_prob``.
 
     With ``contained``, each clean prompt also carries the shorter prompts of the task that it begins with
     (:meth:`~mibench.data.task.Task.contained_prompts`) whose split key is in the train partition, so they
     are supervised in the same forward; held-out keys among them are dropped like any other.
     """
     kinds = SAME_KEY_COUNTERFACTUALS.get(task.card.id, ())
-    for example in partition_examples(task, rng, "train"):
+    splits = task.model_training_splits
+
+    def group(rng: random.Random) -> list[Item]:
+        example = next(partition_examples(task, rng, *splits))
         inner = [(prompt, answer) for key, prompt, answer in task.contained_prompts(example)
-                 if partition_of(task.card.id, key) == "train"] if contained else []
-        yield example.prompt, example.answer, inner
+                 if partition_of(task.card.id, key) in splits] if contained else []
+        items: list[Item] = [(example.prompt, example.answer, inner)]
         for kind in kinds:
             cf = example.counterfactuals.get(kind)
             if cf is not None and cf.has_answer and rng.random() < cf_prob:
-                yield cf.prompt, cf.answer, []
+                items.append((cf.prompt, cf.answer, []))
+        return items
+
+    return ItemSource(group, rng)
 
 
-def partition_examples(task, rng: random.Random, split: str) -> Iterator:
-    """An endless stream of freshly drawn examples whose split key falls in ``split``."""
+def partition_examples(task, rng: random.Random, *splits: str) -> Iterator:
+    """An endless stream of freshly drawn examples whose split key falls in one of ``splits``."""
     while True:
         key, example = task.draw(rng)
-        if partition_of(task.card.id, key) == split:
+        if partition_of(task.card.id, key) in splits:
             yield example
 
 
-def copy_items(words: list[str], rng: random.Random) -> Iterator[Item]:
-    while True:
+def copy_items(words: list[str], rng: random.Random) -> ItemSource:
+    def group(rng: random.Random) -> list[Item]:
         word = rng.choice(words)
-        yield COPY_TEMPLATE.format(word), " " + word, []
+        return [(COPY_TEMPLATE.format(word), " " + word, [])]
+
+    return ItemSource(group, rng)
 
 
-def repeat_items(words: list[str], rng: random.Random) -> Iterator[Item]:
+def repeat_items(words: list[str], rng: random.Random) -> ItemSource:
     """Auxiliary induction data over *other* words: 6-10 distinct words then a repeat of the first m
     (2 <= m < n), answered by word m, with every shorter repeat as a contained prompt.
 
@@ -171,19 +226,21 @@ def repeat_items(words: list[str], rng: random.Random) -> Iterator[Item]:
     partly memorise which noun follows which (train accuracy 0.998 against 0.94 on held-out pairs). Lists of
     words that no induction prompt uses reward only a token-independent copy mechanism and hold no noun pair.
     """
-    while True:
+    def group(rng: random.Random) -> list[Item]:
         n = rng.randint(MIN_WORDS, MAX_WORDS)
         chosen = rng.sample(words, n)
         copy_len = rng.randint(MIN_COPY, n - 1)
         prefixes = [(render(chosen, j)[0], " " + chosen[j]) for j in range(MIN_COPY, copy_len + 1)]
-        yield prefixes[-1][0], prefixes[-1][1], prefixes[:-1]
+        return [(prefixes[-1][0], prefixes[-1][1], prefixes[:-1])]
+
+    return ItemSource(group, rng)
 
 
 class Stream:
     """Draws tokenized sub-batches from an item stream, shuffling a small buffer so a clean prompt and its
     counterfactuals do not always land in the same sub-batch."""
 
-    def __init__(self, items: Iterator[Item], tokenizer, rng: random.Random, buffer: int = 512):
+    def __init__(self, items: ItemSource, tokenizer, rng: random.Random, buffer: int = 512):
         self.items, self.tokenizer, self.rng = items, tokenizer, rng
         self.buffer: list[Item] = [next(items) for _ in range(buffer)]
         self.cache: dict[str, int] = {}
@@ -215,6 +272,17 @@ class Stream:
             answers.append(answer_id)
             extra.append(targets)
         return TaskData(prompts, answers, extra)
+
+    def state(self) -> dict:
+        """The stream's position: its items' position, its shuffle RNG, the buffer and the skip count."""
+        return {"items": self.items.state(), "rng": self.rng.getstate(), "buffer": list(self.buffer),
+                "skipped": self.skipped}
+
+    def load_state(self, state: dict) -> None:
+        self.items.load_state(state["items"])
+        self.rng.setstate(_as_rng_state(state["rng"]))
+        self.buffer = [_as_item(item) for item in state["buffer"]]
+        self.skipped = int(state["skipped"])
 
     def answer_id(self, answer: str, prompt: str) -> int:
         """The answer's single token id (``[UNK]`` for a word outside the vocabulary), cached."""
@@ -317,6 +385,11 @@ def repeat_stream_of(args: argparse.Namespace, splits: dict, words: set[str], to
                   random.Random(f"{args.seed}:repeat:buffer"))
 
 
+def checkpoint_args(args: argparse.Namespace) -> dict:
+    """The arguments a checkpoint records (and a resumed run must match), as plain data."""
+    return {k: v for k, v in vars(args).items() if k != "argv"}
+
+
 def parse_weights(pairs: list[str] | None, task_ids: list[str]) -> dict[str, float]:
     weights = {t: 1.0 for t in task_ids}
     for pair in pairs or ():
@@ -364,10 +437,36 @@ def train(args: argparse.Namespace) -> dict:
                                   betas=(0.9, 0.98))
     sizes = {t: args.batch_size for t in task_ids}
     copy_size = round(args.copy_fraction * args.batch_size)
-    started = time.perf_counter()
-    setup_seconds = started - setup_started
-    history = []
+    named_streams = {**{f"task:{t}": streams[t] for t in task_ids}, "copy": copy_stream,
+                     **({"repeat": repeat_stream} if repeat_stream is not None else {})}
+    history: list[dict] = []
     step = 0
+    earlier_seconds = 0.0  # training seconds of the runs this one resumes
+    resumed_at: list[int] = []
+    if args.resume:
+        state = load_checkpoint(args.checkpoint_dir, checkpoint_args(args))
+        if state["vocab"] != tokenizer.get_vocab():
+            raise CheckpointError(f"--resume: the checkpoint in {args.checkpoint_dir} was trained with another "
+                                  "vocabulary (the tasks' generators changed since)")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        for name, stream in named_streams.items():
+            stream.load_state(state["streams"][name])
+        step, sizes, history = int(state["step"]), dict(state["sizes"]), list(state["history"])
+        earlier_seconds, resumed_at = float(state["train_seconds"]), [*state["resumed_at"], int(state["step"])]
+        print(f"resumed from {args.checkpoint_dir} at step {step} ({earlier_seconds:.1f}s trained)", flush=True)
+
+    def save(elapsed: float) -> None:
+        """Checkpoint the run as it stands after ``step`` (see :mod:`training.checkpoint`)."""
+        save_checkpoint(args.checkpoint_dir, {
+            "args": checkpoint_args(args), "vocab": tokenizer.get_vocab(), "step": step,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+            "streams": {name: stream.state() for name, stream in named_streams.items()}, "sizes": dict(sizes),
+            "history": history, "train_seconds": elapsed, "resumed_at": resumed_at})
+
+    started = time.perf_counter() - earlier_seconds  # elapsed counts the resumed runs' training time too
+    setup_seconds = time.perf_counter() - setup_started
     stop_reason = "steps"
     model.train()
     while True:
@@ -399,7 +498,10 @@ def train(args: argparse.Namespace) -> dict:
         elapsed = time.perf_counter() - started
         out_of_time = elapsed > args.minutes * 60
         last_step = (bool(args.steps) and step >= args.steps) or (bool(args.max_steps) and step >= args.max_steps)
-        if step % args.eval_every == 0 or out_of_time or last_step:
+        eval_step = step % args.eval_every == 0
+        if args.checkpoint_dir and (out_of_time or last_step) and not eval_step:
+            save(elapsed)  # before the evaluation that only stopping causes, so a resumed run never sees it
+        if eval_step or out_of_time or last_step:
             val = {t: accuracy(model, eval_data[t]["validation"], pad_id) for t in task_ids}
             history.append({"step": step, "seconds": round(elapsed, 1), "lr": learning_rate(args, step),
                             "batch": dict(sizes),
@@ -410,13 +512,19 @@ def train(args: argparse.Namespace) -> dict:
                              for t, a in val.items()), flush=True)
             if args.adaptive:
                 sizes = adaptive_sizes(val, args.batch_size, args.min_batch)
-            if min(val.values()) >= args.target:
+            reached = min(val.values()) >= args.target
+            if args.checkpoint_dir and eval_step and (step % args.checkpoint_every == 0 or out_of_time or last_step
+                                                      or reached):
+                save(elapsed)
+            if reached:
                 stop_reason = "target"
             elif out_of_time:
                 stop_reason = "minutes"
             elif not last_step:
                 continue
             break
+        if args.checkpoint_dir and step % args.checkpoint_every == 0:
+            save(elapsed)
     seconds = time.perf_counter() - started
     result = {
         "arch": args.arch,
@@ -425,6 +533,7 @@ def train(args: argparse.Namespace) -> dict:
         "tasks": {t: str(tasks[t].card.version) for t in task_ids},
         "steps": step,
         "stopped_by": stop_reason,
+        "resumed_at_steps": resumed_at,
         "skipped_unknown_words": {t: streams[t].skipped for t in task_ids},
         "train_seconds": round(seconds, 1),
         "setup_seconds": round(setup_seconds, 1),
@@ -496,7 +605,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="train-split examples generated to collect the vocabulary (default: the card's size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="folder to write the trained model to")
+    parser.add_argument("--checkpoint-dir",
+                        help="folder for checkpoint.pt, written every --checkpoint-every steps and when the run stops")
+    parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run checkpointed in --checkpoint-dir exactly where it stopped (the other "
+                             "arguments must match, except --minutes, --max-steps, --threads and --out)")
     args = parser.parse_args(argv)
+    if args.resume and not args.checkpoint_dir:
+        parser.error("--resume needs --checkpoint-dir")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 

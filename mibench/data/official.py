@@ -60,6 +60,7 @@ from mibench.data.example import Counterfactual, Example, Span
 from mibench.data.splits import check_split
 from mibench.data.task import Task
 from mibench.errors import MibenchError, close_matches
+from mibench.tasks.ravel.entities import ATTRIBUTES
 
 OFFICIAL_DATA_DIR_ENV = "MIBENCH_OFFICIAL_DATA_DIR"
 CF_SUFFIX = "_counterfactual"
@@ -395,6 +396,54 @@ def choice_example(row: Row, example_id: str, *, num_choices: int | None, with_c
     return Example(example_id, prompt, answer, counterfactuals, spans, variables)
 
 
+# -------------------------------------------------------------------------------------------- RAVEL
+RAVEL_WIKIPEDIA = "wikipedia"  # the queried "attribute" of MIB's Wikipedia-style sentences: no answer
+
+
+def _ravel_prompt(row: Row) -> tuple[str, str | None, dict[str, Span], dict[str, Any]]:
+    """Prompt, label (``None`` for a Wikipedia sentence), spans and variables of one RAVEL prompt.
+
+    ``entity``: the first whole-word mention of the row's entity (MIB's current code finds it with a regex
+    search); ``END``: the last word. Only the queried attribute's value is known from a row (its label), so
+    ``attributes`` holds that one value; the causal model refuses labels that need another.
+    """
+    prompt, entity, attribute = row.text("prompt"), row.text("entity"), row.text("attribute")
+    if attribute not in (*ATTRIBUTES, RAVEL_WIKIPEDIA):
+        raise row.error("attribute", f"expected one of {', '.join((*ATTRIBUTES, RAVEL_WIKIPEDIA))}, "
+                                     f"got {attribute!r}")
+    mentions = word_spans(prompt, entity)
+    if not mentions:
+        raise row.error("entity", f"{entity!r} does not occur in the prompt {prompt!r}")
+    label = None if attribute == RAVEL_WIKIPEDIA else row.text("label")
+    known = {} if label is None else {attribute: label}
+    variables: dict[str, Any] = {"entity": entity, "queried_attribute": attribute, "attributes": known, **known}
+    if label is not None:
+        variables["answer"] = label
+    if row.has("template"):
+        variables["template"] = str(row.get("template"))
+    return prompt, label, {"entity": mentions[0], "END": last_word_span(prompt)}, variables
+
+
+def ravel_example(row: Row, example_id: str) -> Example | None:
+    """``mib-bench/ravel``: answer = the label of the queried attribute, as a continuation of the prompt.
+
+    A row whose own prompt is a Wikipedia sentence (no attribute asked, no answer) is filtered out: nothing
+    can be scored on it. Counterfactual ``wikipedia`` prompts are kept without an answer (``has_answer``
+    false), like IOI's ``abc``.
+    """
+    prompt, label, spans, variables = _ravel_prompt(row)
+    if label is None:
+        return None
+    answer = continuation(prompt, label)
+    counterfactuals = {}
+    for column in row.counterfactual_columns():
+        cf_prompt, cf_label, cf_spans, cf_variables = _ravel_prompt(row.sub(column))
+        counterfactuals[column[: -len(CF_SUFFIX)]] = Counterfactual(
+            prompt=cf_prompt, answer=answer if cf_label is None else continuation(cf_prompt, cf_label),
+            variables=cf_variables, spans=cf_spans, has_answer=cf_label is not None)
+    return Example(example_id, prompt, answer, counterfactuals, spans, variables, template=variables.get("template"))
+
+
 # --------------------------------------------------------------------------------------- task table
 Converter = Callable[[Row, str], "Example | None"]
 
@@ -414,6 +463,7 @@ FORMATS: dict[str, OfficialFormat] = {
     "mcqa": OfficialFormat(partial(choice_example, num_choices=None, with_content=True)),
     "arc_easy": OfficialFormat(partial(choice_example, num_choices=4, with_content=False), generated=False),
     "arc_challenge": OfficialFormat(partial(choice_example, num_choices=4, with_content=False), generated=False),
+    "ravel": OfficialFormat(ravel_example),
 }
 
 

@@ -22,6 +22,10 @@ class Task:
     task_id: ClassVar[str] = ""
     #: True when examples come from a generator (offline, any size); False for official-data-only tasks.
     procedural: ClassVar[bool] = True
+    #: Partitions whose keys a model trained on this task (the embedded zoo) may see. Held-out keys test
+    #: generalisation, so by default only ``train``. A knowledge task overrides it: RAVEL holds cities out
+    #: from *featurizer* training, but a model can only answer about cities it was taught.
+    model_training_splits: ClassVar[tuple[str, ...]] = ("train",)
 
     def __init__(self, card: TaskCard) -> None:
         self.card = card

@@ -6,7 +6,7 @@ This module only reads JSON files and file sizes, so listing the zoo is instant 
 
     >>> from mibench.zoo.catalog import DEFAULT_MODEL, list_models, model_path
     >>> [m.name for m in list_models()]
-    ['gpt2-tasks', 'llama-tasks']
+    ['gpt2-medium-tasks', 'gpt2-tasks', 'llama-tasks']
     >>> model_path(DEFAULT_MODEL)             # a folder mibench.models.loading.load_model accepts
 """
 
@@ -23,6 +23,10 @@ ZOO_DIR = Path(__file__).resolve().parent / "models"
 PLANTED_DIR = Path(__file__).resolve().parent / "known_circuits"
 #: The GPT-2-architecture zoo model, used where a command needs a model and none is given.
 DEFAULT_MODEL = "gpt2-tasks"
+#: The leaderboard-grade zoo model: GPT-2, 4 layers x 12 heads, width 192, 3,135 MIB edges (so MIB's smallest
+#: circuit size, 0.1 %, still holds 3 edges), trained on every procedural task including RAVEL. Listed like
+#: any other model once its folder is in ``models/``.
+MEDIUM_MODEL = "gpt2-medium-tasks"
 CARD_FILE = "zoo_card.json"
 #: The sub-folder of a model folder that holds its known circuits, one ``<task>.json`` (MIB's circuit JSON) each.
 GROUND_TRUTH_DIR = "ground_truth"

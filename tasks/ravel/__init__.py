@@ -1,0 +1,1 @@
+"""RAVEL (cities): recall a city's continent, country or language from stored knowledge."""
