@@ -139,3 +139,42 @@ def test_keep_filter_keeps_pairs_whose_base_and_source_the_model_answers(digit_t
     assert len(filter_correct(pairs, perfect, base_answers=own_answers(examples, pairs, digit_tokenizer))) == len(pairs)
     on_labels = answers_correct(perfect, pairs.base)  # teacher-forced labels: right exactly where label == answer
     assert on_labels.tolist() == [label == e.answer for label, e in zip(pairs.labels, examples)]
+
+
+# ------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+@pytest.mark.parametrize("task, variable", [("mcqa", "answer_pointer"), ("ioi", "output_position")])
+def test_full_vector_at_the_final_layer_has_values_known_in_closed_form(tmp_path, task, variable):
+    """Swapping the whole residual after the last block: at the answer position the model's output becomes the
+    source's own answer (the filter keeps only sources it answers right), so IIA is the share of kept pairs whose
+    label is the source's answer; at any earlier position nothing downstream reads it, so IIA is the share whose
+    label is the base's answer (the no-op floor). Both follow from the data alone."""
+    from mibench.cli import main
+    from mibench.engine.residual import ResidualRunner
+    from mibench.models.loading import load_model
+    from mibench.results.causal_record import read_causal_record
+
+    model, limit = "gpt2-tasks", 40
+    loaded = load_model(model)
+    runner = ResidualRunner(loaded.adapter)
+    final = runner.n_layers - 1
+    assert main(["evaluate", "--track", "causal", "--method", "full-vector", "--task", task, "--variable", variable,
+                 "--model", model, "--output-dir", str(tmp_path), "--limit", str(limit), "--layers", str(final),
+                 "--bootstrap", "10", "--quiet"]) == 0
+    (path,) = tmp_path.rglob("record.json")
+    record = read_causal_record(path)
+
+    loaded_task = load_task(task)
+    causal_model, examples = loaded_task.causal_model(), loaded_task.examples("test", limit)
+    by_id = {e.id: e for e in examples}
+    for site in record.sites:
+        assert site.layer == final
+        for kind, iia in site.iia_by_kind.items():
+            pairs = build_pairs(examples, kind, variable, causal_model, loaded.tokenizer, [site.role])
+            kept = filter_correct(pairs, runner, base_answers=own_answers(examples, pairs, loaded.tokenizer))
+            reference = ([by_id[i].counterfactual(kind).answer for i in kept.example_ids] if site.role == "END"
+                         else [by_id[i].answer for i in kept.example_ids])
+            expected = sum(label == answer for label, answer in zip(kept.labels, reference)) / len(kept)
+            assert iia == pytest.approx(expected, abs=1e-12), (site.role, kind)
+            if kind == "randomLetter" and site.role != "END":
+                assert iia == 1.0  # the pointer is unchanged: the floor of this kind is perfect
