@@ -519,3 +519,23 @@ def test_folded_seeds_keep_only_the_flags_every_seed_has(tmp_path):
     (table,) = collect_leaderboard(root).tables
     cell = table.cell("random", table.columns[0])
     assert cell.seeds == (0, 1) and cell.inert == () and cell.empty_sizes == (0.001, 0.002)
+
+
+def test_a_record_without_a_measurable_effect_is_marked_and_old_records_are_not_judged(tmp_path):
+    root = tmp_path / "records"
+    weak = make_record("eap", cpr=0.7)  # full - empty = 3.0
+    weak.metrics.effect_stderr = 1.1  # 3.0 < 3 * 1.1
+    strong = make_record("eap-ig", cpr=0.8)
+    strong.metrics.effect_stderr = 0.9  # 3.0 >= 2.7
+    save(root, weak)
+    save(root, strong)
+    save(root, make_record("random", cpr=0.3))  # no effect_stderr recorded: not judged
+    (table,) = collect_leaderboard(root).tables
+    column = table.columns[0]
+    assert [m for m in table.methods if table.cell(m, column).no_effect] == ["eap"]
+    build_leaderboard(root, tmp_path / "out")
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "0.700 ± 0.010 ‡" in markdown and "**0.800 ± 0.010**" in markdown and "within 3 bootstrap" in markdown
+    assert r"$^\ddagger$" in (tmp_path / "out" / "leaderboard.tex").read_text()
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text())))
+    assert {r["method"] for r in rows if r["no_measurable_effect"] == "true"} == {"eap"}

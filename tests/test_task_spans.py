@@ -45,7 +45,8 @@ def _induction(prompt: str, v: dict) -> dict[str, tuple[int, int]]:
     query = _first_word(prompt, v["query"])
     following = re.compile(r"\S+").search(prompt, query[1]).span()
     assert prompt[following[0]:following[1]] == v["answer"]
-    return {"query_first": query, "answer_first": following, "query_last": _last_word(prompt), "END": _last_word(prompt)}
+    last = _last_word(prompt)
+    return {"query_first": query, "answer_first": following, "query_last": last, "END": last}
 
 
 def _ioi_names(prompt: str, v: dict) -> dict[str, tuple[int, int]]:

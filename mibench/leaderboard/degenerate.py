@@ -10,6 +10,10 @@ Two cases make a number look like information when it is not:
   ``f = (0, ..., 0, 1)``: CPR ``w_10 = 0.25`` and CMD ``sum(w) - 0.25 = 0.749``, the value any method with
   empty circuits gets, random scores included. Such a cell is marked: it ranks the granularity of the graph
   (how few items the small sizes keep) rather than the method.
+* **No measurable effect.** Faithfulness divides by ``m(full) - m(empty)``. When that difference is within
+  :data:`EFFECT_SIGMAS` bootstrap standard errors of zero, the model does not measurably do the task on the
+  evaluated examples and every faithfulness value is noise over noise. Records carry that standard error
+  (``effect_stderr``) from this version on; older records are not judged.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from mibench.results.record import CircuitRecord, CurveRecord
 
 #: |f| below this at a size counts as nothing recovered there (1 % of the full model's effect).
 NOTHING = 0.01
+#: An effect ``|m(full) - m(empty)|`` below this many bootstrap standard errors is not measurable.
+EFFECT_SIGMAS = 3.0
 
 
 def empty_fractions(record: CircuitRecord) -> tuple[float, ...]:
@@ -37,3 +43,12 @@ def inert_metrics(record: CircuitRecord) -> tuple[str, ...]:
     metrics = record.metrics
     return tuple(name for name, curve in (("CPR", metrics.signed), ("CMD", metrics.absolute))
                  if recovers_nothing(curve))
+
+
+def effect_unmeasurable(record: CircuitRecord) -> bool:
+    """True when ``|m(full) - m(empty)| < EFFECT_SIGMAS * effect_stderr`` (False when no error was recorded)."""
+    metrics = record.metrics
+    if metrics.effect_stderr is None:
+        return False
+    effect = abs(metrics.full_logit_difference - metrics.empty_logit_difference)
+    return effect < EFFECT_SIGMAS * metrics.effect_stderr

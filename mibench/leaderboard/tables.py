@@ -58,6 +58,10 @@ class Table:
         """Whether some cell's curve for ``metric`` recovers nothing short of the whole model."""
         return any(metric.name in e.inert for e in self.cells.values())
 
+    def has_no_effect(self) -> bool:
+        """Whether some cell's record shows no measurable effect of the full model over the empty circuit."""
+        return any(e.no_effect for e in self.cells.values())
+
     def best(self, metric: Metric, column: Column) -> set[str]:
         """Methods with the best finite value of ``metric`` in ``column`` (all of them on a tie)."""
         values = {m: e.values[metric.name][0] for m in self.methods
