@@ -128,3 +128,40 @@ def test_position_aware_scores_collapse_to_each_edges_largest_magnitude():
     logits = LAYOUT.logits_backward_index  # the logits read the answer span only
     torch.testing.assert_close(flat.edge_scores[:, logits][real[:, logits]],
                                graph.edge_scores[-1, :, logits].abs()[real[:, logits]])
+
+
+# ------------------------------------------------------------------------------ scikit-learn as the oracle
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_full_roc_matches_scikit_learn_with_ties_and_unscored_edges(seed):
+    metrics = pytest.importorskip("sklearn.metrics")
+    truth = _truth(seed, fraction=0.3)
+    g = torch.Generator().manual_seed(10 + seed)
+    scores = torch.randint(-3, 4, truth.edge_scores.shape, generator=g).float()  # many ties, both signs
+    scores[torch.rand(scores.shape, generator=g) < 0.1] = float("nan")  # unscored: rank lowest
+    auc, fpr, tpr = roc_curve(scores, truth)
+    real = truth.real_edge_mask
+    labels = truth.edges_in_graph[real].numpy()
+    values = scores[real].abs().nan_to_num(nan=-1.0).double().numpy()
+    assert auc == pytest.approx(metrics.roc_auc_score(labels, values), abs=1e-12)
+    sk_fpr, sk_tpr, _ = metrics.roc_curve(labels, values, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr, atol=1e-12)
+    np.testing.assert_allclose(tpr, sk_tpr, atol=1e-12)
+
+
+def test_mib_auroc_is_the_trapezoid_over_the_ten_points_without_a_zero_anchor():
+    """The documented end points: the whole graph gives (1, 1); no (0, 0) is prepended, so a method whose
+    smallest circuit already has a true positive gets no credit for the segment from the origin."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    truth = _truth(4, fraction=0.5)
+    scores = Graph(LAYOUT)
+    g = torch.Generator().manual_seed(5)
+    scores.edge_scores = truth.edges_in_graph.float() * 0.5 + torch.rand(scores.edge_scores.shape, generator=g)
+    circuits = circuits_at_sizes(scores, absolute=True)
+    area, fpr, tpr = auroc_at_sizes(circuits, truth)
+    assert (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    assert area == pytest.approx(metrics.auc(fpr, tpr), abs=1e-12)
+    first = next(i for i, (f, t) in enumerate(zip(fpr, tpr)) if f > 0 and t > 0)  # small circuits here are empty
+    area, fpr, tpr = auroc_at_sizes(circuits[first:], truth)  # so start at the first with both rates above 0
+    assert tpr[0] > 0 and 0 < fpr[0] < 1
+    assert area == pytest.approx(metrics.auc(fpr, tpr), abs=1e-12)
+    assert area < metrics.auc([0.0, *fpr], [0.0, *tpr])  # an anchor would add the segment from the origin

@@ -30,7 +30,7 @@ from mibench.causal.sae import SAEFeaturizer
 from mibench.causal.storage import FeaturizerFileError, load_interchange, save_interchange
 from mibench.engine.residual import ResidualRunner
 from mibench.models.adapter import adapter_for
-from mibench.models.tiny import tiny_model
+from mibench.models.tiny import TINY_FAMILIES, tiny_model
 
 B, T, V = 4, 10, 101
 
@@ -94,7 +94,7 @@ def _ours(runner, interchange, pairs, layer, role, **cache_kwargs) -> torch.Tens
 
 
 # ------------------------------------------------------------------------------------ interchange oracles
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma2"])
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 @pytest.mark.parametrize("layer", [0, 1])
 @pytest.mark.parametrize("role", ["x", "last"])
 def test_identity_interchange_is_activation_patching(family, layer, role):
@@ -124,7 +124,7 @@ def test_full_rank_das_equals_full_vector_patching(family):
     assert (_ours(runner, das, pairs, 0, "x") - _ours(runner, full, pairs, 0, "x")).abs().max() <= 1e-4
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_low_rank_das_equals_pyvene(family):
     pv = pytest.importorskip("pyvene")
     model = tiny_model(family)

@@ -62,7 +62,7 @@ def test_residuals_stop_at_the_deepest_requested_block():
     assert not calls
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma2"])
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_interchange_matches_pyvene_vanilla_intervention(family):
     """Swap block ``L``'s output at source position 2 into base position 5; pyvene is the oracle."""
     pv = pytest.importorskip("pyvene")
@@ -85,7 +85,7 @@ def test_interchange_matches_pyvene_vanilla_intervention(family):
     assert (ours - out.logits).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_head_edit_matches_a_hook_on_the_output_projection(family):
     model = tiny_model(family)
     adapter = adapter_for(model)

@@ -136,6 +136,11 @@ def test_scorer_reports_standard_errors_and_baseline():
     assert score.baseline is not None and score.baseline.faithfulness[-1] == pytest.approx(1.0)
     again = score_attribution(engine, [data], graph, bootstrap=200)
     assert again.cpr_stderr == score.cpr_stderr
+    # the effect's error: the same resamples applied to each example's full - empty difference
+    effect = np.asarray(score.per_example["full"]) - np.asarray(score.per_example["empty"])
+    expected = np.std(bootstrap_replicate_means(effect, 200, seed=0), ddof=1)
+    assert score.effect_stderr == pytest.approx(float(expected), rel=1e-9) and score.effect_stderr > 0
+    assert np.isnan(score_attribution(engine, [data], graph, bootstrap=0).effect_stderr)
 
 
 def test_multiple_circuit_mode_sorts_by_size_and_ends_at_the_full_model():

@@ -30,6 +30,7 @@ def test_evaluate_writes_record_scores_and_plot_and_score_reproduces_it(random_t
     assert record.method.id == "eap" and record.task.n_examples == 24 and record.task.attribution_examples == 16
     assert record.metrics.absolute.faithfulness[-1] == pytest.approx(1.0, abs=1e-5)
     assert record.metrics.cpr_stderr is not None and record.metrics.baseline is not None
+    assert record.metrics.effect_stderr is not None and record.metrics.effect_stderr > 0
     assert not record.leaderboard_eligible and any("--limit" in n for n in record.eligibility_notes)
     assert set(record.timings) >= {"load_model", "attribution", "evaluation"}
     assert (folder / "faithfulness.png").stat().st_size > 1000

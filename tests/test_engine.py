@@ -211,9 +211,13 @@ def _edge_mask(layout, source: str, destination: str) -> CircuitMask:
     return mask
 
 
-@pytest.mark.parametrize("family", TINY_FAMILIES + ("llama-mha",))
+#: One K/V head per query head, so that a single k/v edge has an HF oracle (a grouped K/V head is shared).
+MHA_VARIANTS = tuple(f"{family}-mha" for family in GQA_FAMILIES)
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES + MHA_VARIANTS)
 def test_single_edge_ablation_matches_hf_destination_shift(family):
-    overrides = {"num_key_value_heads": 4} if family == "llama-mha" else {}
+    overrides = {"num_key_value_heads": 4} if family.endswith("-mha") else {}
     base_family = family.split("-")[0]
     model = _model(base_family, **overrides)
     engine = PatchingEngine(adapter_for(model))
@@ -221,8 +225,8 @@ def test_single_edge_ablation_matches_hf_destination_shift(family):
     clean_logits, clean_nodes = hf_oracles.capture_nodes(model, clean, am)
     _, cf_nodes = hf_oracles.capture_nodes(model, cf, am)
     cases = _edge_cases(base_family)
-    if family == "llama-mha":
-        cases = [("m0", "a1.h1<k>"), ("a0.h0", "a2.h3<v>"), ("input", "a1.h2<v>")]
+    if family.endswith("-mha"):
+        cases = [("m0", "a1.h1<k>"), ("a0.h0", "a2.h3<v>"), ("input", "a1.h2<v>"), ("a1.h0", "a2.h2<k>")]
     ablation = Ablation.patching(engine, cf, am)
     for source, destination in cases:
         delta = hf_oracles.edge_shift(model, clean_nodes, cf_nodes, source)

@@ -464,3 +464,78 @@ def test_records_that_differ_only_by_seed_share_a_cell_with_mean_and_between_see
     random_cpr = next(r for r in rows if r["method"] == "random" and r["metric"] == "CPR")
     assert random_cpr["n_seeds"] == "3" and float(random_cpr["seed_sd"]) == pytest.approx(sd)
     assert next(r for r in rows if r["method"] == "eap" and r["metric"] == "CPR")["n_seeds"] == "1"
+
+
+# ------------------------------------------------------------------------------------- degenerate points
+def _degenerate(record: CircuitRecord, *, empty_below: int, inert_signed: bool) -> CircuitRecord:
+    """``record`` on a small graph: no edge at the first ``empty_below`` sizes; a signed curve that recovers
+    nothing below the whole model if ``inert_signed``."""
+    metrics = record.metrics.model_copy(deep=True)
+    for curve in (metrics.signed, metrics.absolute):
+        curve.edge_counts = [0.0] * empty_below + curve.edge_counts[empty_below:]
+        curve.faithfulness = [0.0] * empty_below + curve.faithfulness[empty_below:]
+    if inert_signed:
+        metrics.signed.faithfulness = [0.0, 0.0, 0.0, 0.004, -0.003, 0.0, 0.0, 0.0, 0.009, 1.0]
+    return record.model_copy(update={"metrics": metrics})
+
+
+def test_empty_sizes_and_curves_that_recover_nothing_are_flagged_in_every_format(tmp_path):
+    import numpy as np
+
+    from mibench.circuits.areas import area_weights, cpr
+
+    closed = np.array([0.0] * 9 + [1.0])  # what the note quotes: CPR 0.250, CMD 0.749
+    assert float(cpr(closed)) == 0.25 and float(area_weights() @ np.abs(1 - closed)) == pytest.approx(0.749)
+    root = tmp_path / "records"
+    save(root, _degenerate(make_record("nap", cpr=0.25, level="node"), empty_below=2, inert_signed=True))
+    save(root, _degenerate(make_record("eap-ig", cpr=0.7, level="node"), empty_below=3, inert_signed=False))
+    save(root, _degenerate(make_record("nap", "mcqa", cpr=0.6, level="node"), empty_below=0, inert_signed=False))
+    board = collect_leaderboard(root)
+    (table,) = board.tables
+    ioi, mcqa = table.columns
+    assert table.empty_sizes(ioi) == (0.001, 0.002)  # the sizes empty for *every* method of the column
+    assert "empty circuit for every method at 0.1 %, 0.2 %" in table.column_note(ioi)
+    assert table.empty_sizes(mcqa) == () and table.column_note(mcqa) == mcqa.details
+    assert table.cell("nap", ioi).inert == ("CPR",) and table.cell("eap-ig", ioi).inert == ()
+    assert table.cell("nap", mcqa).inert == ()
+
+    build_leaderboard(root, tmp_path / "out")
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "0.250 ± 0.010 †" in markdown and "CMD 0.749" in markdown
+    assert markdown.count(" † |") == 1 and "empty circuit for every method at 0.1 %, 0.2 %" in markdown
+    assert r"0.250 $\pm$ 0.010 $^\dagger$" in (tmp_path / "out" / "leaderboard.tex").read_text()
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert "0.250 ± 0.010 †" in html and "recover nothing short of the whole model" in html
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text())))
+    flagged = {(r["method"], r["task"], r["metric"]) for r in rows if r["recovers_nothing"] == "true"}
+    assert flagged == {("nap", "ioi", "CPR")}
+
+
+def test_folded_seeds_keep_only_the_flags_every_seed_has(tmp_path):
+    root = tmp_path / "records"
+    for seed, inert in enumerate((True, False)):
+        record = _degenerate(make_record("random", cpr=0.25), empty_below=2 + seed, inert_signed=inert)
+        save(root, record.model_copy(update={"seed": seed}), run=f"random_edge_patching_test_seed{seed}")
+    (table,) = collect_leaderboard(root).tables
+    cell = table.cell("random", table.columns[0])
+    assert cell.seeds == (0, 1) and cell.inert == () and cell.empty_sizes == (0.001, 0.002)
+
+
+def test_a_record_without_a_measurable_effect_is_marked_and_old_records_are_not_judged(tmp_path):
+    root = tmp_path / "records"
+    weak = make_record("eap", cpr=0.7)  # full - empty = 3.0
+    weak.metrics.effect_stderr = 1.1  # 3.0 < 3 * 1.1
+    strong = make_record("eap-ig", cpr=0.8)
+    strong.metrics.effect_stderr = 0.9  # 3.0 >= 2.7
+    save(root, weak)
+    save(root, strong)
+    save(root, make_record("random", cpr=0.3))  # no effect_stderr recorded: not judged
+    (table,) = collect_leaderboard(root).tables
+    column = table.columns[0]
+    assert [m for m in table.methods if table.cell(m, column).no_effect] == ["eap"]
+    build_leaderboard(root, tmp_path / "out")
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "0.700 ± 0.010 ‡" in markdown and "**0.800 ± 0.010**" in markdown and "within 3 bootstrap" in markdown
+    assert r"$^\ddagger$" in (tmp_path / "out" / "leaderboard.tex").read_text()
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "leaderboard.csv").read_text())))
+    assert {r["method"] for r in rows if r["no_measurable_effect"] == "true"} == {"eap"}

@@ -171,3 +171,23 @@ def test_only_generated_tasks_are_procedural():
     kinds = {card.id: load_task(card.id).procedural for card in list_cards()}
     assert kinds["ioi"] and kinds["mcqa"] and kinds["arithmetic_addition"] and kinds["induction"]
     assert not kinds["arc_easy"] and not kinds["arc_challenge"]
+
+
+def test_private_test_membership_is_public_only_the_sample_is_secret(monkeypatch):
+    """What tasks/README.md states: anyone can enumerate the held-out partition without the secret (here the
+    addition problems), and every example drawn under any secret seed comes from it."""
+    from mibench.tasks.arithmetic.problems import ADDITION, OPERANDS, Problem, carry_flips
+
+    pool = set()
+    for op1 in OPERANDS:
+        for op2 in OPERANDS:
+            problem = Problem(ADDITION, op1, op2)
+            if carry_flips(problem) and partition_of("arithmetic_addition", problem.split_key) == "private_test":
+                pool.add((op1, op2))
+    assert 600 <= len(pool) <= 800  # "about 700", of which the split draws 500
+    task = load_task("arithmetic_addition")
+    for seed in ("1234", "99"):
+        monkeypatch.setenv(PRIVATE_SEED_ENV, seed)
+        drawn = {(e.variables["op1_tens"] * 10 + e.variables["op1_ones"], e.variables["op2_tens"] * 10
+                  + e.variables["op2_ones"]) for e in task.examples("private_test", 100)}
+        assert drawn <= pool

@@ -52,6 +52,9 @@ class CircuitScore:
     absolute: Curve
     baseline: Curve | None = None
     bootstrap_replicates: int = 0
+    #: bootstrap standard error of ``full_logit_difference - empty_logit_difference``, the denominator of every
+    #: faithfulness value (NaN without a bootstrap)
+    effect_stderr: float = float("nan")
     per_example: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
 
@@ -158,13 +161,14 @@ def summarise(evaluation, *, level: str, n_items: int, cpr_circuits: tuple[str, 
 
     cpr_value = float(cpr(np.asarray(cpr_curve.faithfulness)))
     cmd_value = float(cmd(np.asarray(cmd_curve.faithfulness)))
-    cpr_se = cmd_se = float("nan")
+    cpr_se = cmd_se = effect_se = float("nan")
     if bootstrap > 1 and per_circuit.shape[1] > 1:
         stacked = np.concatenate([per_circuit[: 2 * k], evaluation.full[None], evaluation.empty[None]])
         replicates = bootstrap_replicate_means(stacked, bootstrap, seed)  # [R, 2k + 2]
         f = faithfulness(replicates[:, : 2 * k], replicates[:, 2 * k], replicates[:, 2 * k + 1])
         cpr_se = float(np.std(cpr(f[:, :k]), ddof=1))
         cmd_se = float(np.std(cmd(f[:, k:]), ddof=1))
+        effect_se = float(np.std(replicates[:, 2 * k] - replicates[:, 2 * k + 1], ddof=1))
     return CircuitScore(
         level=level,
         n_items=n_items,
@@ -179,6 +183,7 @@ def summarise(evaluation, *, level: str, n_items: int, cpr_circuits: tuple[str, 
         absolute=cmd_curve,
         baseline=baseline_curve,
         bootstrap_replicates=bootstrap,
+        effect_stderr=effect_se,
         per_example={"example_ids": evaluation.example_ids, "full": evaluation.full.tolist(),
                      "empty": evaluation.empty.tolist()},
     )

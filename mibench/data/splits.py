@@ -7,7 +7,11 @@ partitions, so a model cannot pass a test split by memorising keys it saw in tra
     train 70% | validation 10% | test 10% | private_test 10%
 
 Public splits are sampled with fixed seeds. ``private_test`` is sampled only with a seed supplied at run
-time through ``MIBENCH_PRIVATE_SEED``, so maintainers can score on examples nobody could tune to.
+time through ``MIBENCH_PRIVATE_SEED``. Its *membership* is not secret: the partition hash has no key, so
+anyone can enumerate the held-out keys and train on all of them. The secret seed hides which examples of
+that partition are drawn and how they are built, which guards against tuning to a known sample and against
+accidental leakage, not against deliberate training on the partition. A keyed hash would hide membership
+only by re-partitioning every key, which changes the public splits (and every score), so it is not used.
 """
 
 from __future__ import annotations

@@ -140,8 +140,11 @@ def fold_seeds(entries: list[Entry]) -> Entry:
         values[metric] = (mean, stderr)
         spread[metric] = (statistics.stdev(numbers) if finite else float("nan"), len(numbers))
     newest = max(entries, key=_created_order)
+    empty = tuple(f for f in entries[0].empty_sizes if all(f in e.empty_sizes for e in entries))
+    inert = tuple(m for m in entries[0].inert if all(m in e.inert for e in entries))
     return dataclasses.replace(entries[0], values=values, spread=spread, seeds=tuple(e.seed for e in entries),
-                               created=newest.created, reasons=[])
+                               created=newest.created, reasons=[], empty_sizes=empty, inert=inert,
+                               no_effect=all(e.no_effect for e in entries))
 
 
 def collect_leaderboard(records_dir: str | Path) -> Leaderboard:

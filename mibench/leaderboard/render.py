@@ -12,6 +12,7 @@ import html
 import io
 import math
 
+from mibench.leaderboard.degenerate import EFFECT_SIGMAS
 from mibench.leaderboard.tables import Leaderboard, Table
 from mibench.leaderboard.tracks import Entry, Metric
 
@@ -23,11 +24,24 @@ def _number(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
+INERT_MARK = "†"
+TEX_INERT_MARK = r"$^\dagger$"
+INERT_NOTE = ("†: the circuits recover nothing short of the whole model (|f| < 0.01 at every smaller size), so "
+              "the value is, within 0.0075, the closed form of f = (0, ..., 0, 1): CPR 0.250, CMD 0.749, what empty "
+              "circuits get.")
+
+NO_EFFECT_MARK = "‡"
+TEX_NO_EFFECT_MARK = r"$^\ddagger$"
+NO_EFFECT_NOTE = (f"‡: |m(full) - m(empty)| is within {EFFECT_SIGMAS:g} bootstrap standard errors of zero on the "
+                  "evaluated examples: the model does not measurably do the task, so faithfulness (which divides by "
+                  "it) is noise.")
+
 SEEDS_NOTE = ("A value with '(seed sd s, n=k)' is the mean over k seeds: ± is the mean bootstrap standard error, "
               "s the standard deviation between the seeds.")
 
 
-def _value_text(entry: Entry, metric: Metric, pm: str = " ± ") -> str:
+def _value_text(entry: Entry, metric: Metric, pm: str = " ± ", mark: str = INERT_MARK,
+                no_effect_mark: str = NO_EFFECT_MARK) -> str:
     value, stderr = entry.values[metric.name]
     text = _number(value)
     if stderr is not None and not math.isnan(value):
@@ -35,7 +49,21 @@ def _value_text(entry: Entry, metric: Metric, pm: str = " ± ") -> str:
     if metric.name in entry.spread:
         sd, n = entry.spread[metric.name]
         text += f" (seed sd {_number(sd)}, n={n})"
+    if metric.name in entry.inert:
+        text += f" {mark}"
+    if entry.no_effect:
+        text += f" {no_effect_mark}"
     return text
+
+
+def _metric_note(table: Table, metric: Metric) -> str:
+    """The metric's description, the bold rule, and the degenerate mark's meaning where the table uses it."""
+    return " ".join([f"{metric.description}. {BEST_NOTE}", *_mark_notes(table, metric)])
+
+
+def _mark_notes(table: Table, metric: Metric) -> list[str]:
+    """The meaning of each mark the table uses for ``metric``."""
+    return ([INERT_NOTE] if table.has_inert(metric) else []) + ([NO_EFFECT_NOTE] if table.has_no_effect() else [])
 
 
 def _has_seeds(leaderboard: Leaderboard) -> bool:
@@ -75,7 +103,7 @@ def render_markdown(leaderboard: Leaderboard) -> str:
     for table in leaderboard.tables:
         out += [f"## {_md_text(_table_heading(table))}", ""]
         for metric in table.track.metrics:
-            out += [f"### {metric.name} ({_direction(metric)})", "", f"{metric.description}. {BEST_NOTE}", ""]
+            out += [f"### {metric.name} ({_direction(metric)})", "", _md_text(_metric_note(table, metric)), ""]
             attribute = table.track.row_attribute
             extra_head = f" {_md(attribute)} |" if attribute else ""
             out.append("| method |" + extra_head + " " + " | ".join(_md(c.label) for c in table.columns) + " |")
@@ -92,7 +120,8 @@ def render_markdown(leaderboard: Leaderboard) -> str:
             out.append("")
         out += ["Columns (every record in a column shares this comparability key):", ""]
         for column in table.columns:
-            out.append(f"- {_md_text(column.label)}: {_md_text(column.details)}; key `{_md_text(column.key)}`")
+            note = _md_text(table.column_note(column))
+            out.append(f"- {_md_text(column.label)}: {note}; key `{_md_text(column.key)}`")
         out.append("")
         curves = []
         for column in table.columns:
@@ -146,20 +175,25 @@ def render_latex(leaderboard: Leaderboard) -> str:
                 cells = []
                 for column in table.columns:
                     entry = table.cell(method, column)
-                    text = "" if entry is None else _value_text(entry, metric, r" $\pm$ ")
+                    text = ("" if entry is None
+                            else _value_text(entry, metric, r" $\pm$ ", TEX_INERT_MARK, TEX_NO_EFFECT_MARK))
                     cells.append(rf"\textbf{{{text}}}" if method in table.best(metric, column) else text)
                 extra = f"{_tex(table.row_value(method))} & " if table.track.row_attribute else ""
                 out.append(_tex(method) + " & " + extra + " & ".join(cells) + r" \\")
+            marks = {INERT_MARK: TEX_INERT_MARK, NO_EFFECT_MARK: TEX_NO_EFFECT_MARK}
+            inert = "".join(" " + "".join(marks.get(ch, ch) for ch in _tex(note))
+                            for note in _mark_notes(table, metric))
             out += [r"\bottomrule", r"\end{tabular}",
                     (rf"\caption{{{_tex(metric.name)} {arrow} ({_tex(_direction(metric))}). "
-                     rf"{_tex(_table_heading(table))}.}}"),
+                     rf"{_tex(_table_heading(table))}.{inert}}}"),
                     r"\end{table}", ""]
     return "\n".join(out)
 
 
 # -------------------------------------------------------------------------------------------------- CSV
 CSV_FIELDS = ("track", "table", "task", "model", "comparability_key", "method", "positions", "metric", "value",
-              "stderr", "higher_is_better", "best", "created", "record", "n_seeds", "seed_sd")
+              "stderr", "higher_is_better", "best", "created", "record", "n_seeds", "seed_sd", "recovers_nothing",
+              "no_measurable_effect")
 
 
 def render_csv(leaderboard: Leaderboard) -> str:
@@ -179,7 +213,8 @@ def render_csv(leaderboard: Leaderboard) -> str:
                     writer.writerow([table.track.name, table.title, column.task, column.model, column.key, method,
                                      entry.row_value if table.track.row_attribute else "", metric.name, repr(value), "" if stderr is None else repr(stderr),
                                      str(metric.higher_is_better).lower(), str(method in best).lower(),
-                                     entry.created, entry.record, *_seed_columns(entry, metric)])
+                                     entry.created, entry.record, *_seed_columns(entry, metric),
+                                     str(metric.name in entry.inert).lower(), str(entry.no_effect).lower()])
     return buffer.getvalue()
 
 
@@ -257,7 +292,9 @@ def render_html(leaderboard: Leaderboard) -> str:
         out.append(f'<h2 id="table-{number}">{_h(_table_heading(table))}</h2>')
         for metric in table.track.metrics:
             out += [f"<h3>{_h(metric.name)} ({_h(_direction(metric))})</h3>",
-                    f'<p class="note">{_h(metric.description)}.</p>', '<div class="table-scroll">',
+                    f'<p class="note">{_h(metric.description)}.'
+                    + "".join(f" {_h(note)}" for note in _mark_notes(table, metric)) + "</p>",
+                    '<div class="table-scroll">',
                     '<table class="sortable">', "<thead><tr>",
                     '<th scope="col"><button type="button">method</button></th>']
             if table.track.row_attribute:
@@ -285,7 +322,8 @@ def render_html(leaderboard: Leaderboard) -> str:
                 out.append("".join(row) + "</tr>")
             out += ["</tbody>", "</table>", "</div>"]
         out += ['<p class="note">Columns (every record in a column shares this comparability key):</p>', "<ul>"]
-        out += [f"<li>{_h(c.label)}: {_h(c.details)}; key <code>{_h(c.key)}</code></li>" for c in table.columns]
+        out += [f"<li>{_h(c.label)}: {_h(table.column_note(c))}; key <code>{_h(c.key)}</code></li>"
+                for c in table.columns]
         out.append("</ul>")
         figures = []
         for column in table.columns:

@@ -39,6 +39,29 @@ class Table:
         values = sorted({e.row_value for (m, _), e in self.cells.items() if m == method})
         return "/".join(values)
 
+    def empty_sizes(self, column: Column) -> tuple[float, ...]:
+        """The sizes at which every record of ``column`` evaluates an empty circuit (under both rankings)."""
+        entries = [e for (_, key), e in sorted(self.cells.items()) if key == column.key]
+        if not entries:
+            return ()
+        return tuple(f for f in entries[0].empty_sizes if all(f in e.empty_sizes for e in entries))
+
+    def column_note(self, column: Column) -> str:
+        """What the column pins, and the sizes at which it cannot separate methods (if any)."""
+        empty = self.empty_sizes(column)
+        if not empty:
+            return column.details
+        sizes = ", ".join(f"{100 * f:g} %" for f in empty)
+        return f"{column.details}; empty circuit for every method at {sizes} (f = 0 there by definition)"
+
+    def has_inert(self, metric: Metric) -> bool:
+        """Whether some cell's curve for ``metric`` recovers nothing short of the whole model."""
+        return any(metric.name in e.inert for e in self.cells.values())
+
+    def has_no_effect(self) -> bool:
+        """Whether some cell's record shows no measurable effect of the full model over the empty circuit."""
+        return any(e.no_effect for e in self.cells.values())
+
     def best(self, metric: Metric, column: Column) -> set[str]:
         """Methods with the best finite value of ``metric`` in ``column`` (all of them on a tie)."""
         values = {m: e.values[metric.name][0] for m in self.methods

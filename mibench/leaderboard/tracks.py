@@ -49,6 +49,12 @@ class Entry:
     #: metric (between-seed standard deviation, number of seeds); empty for a single-seed entry
     seeds: tuple[int, ...] = ()
     spread: dict[str, tuple[float, int]] = field(default_factory=dict)
+    #: degenerate points (see :mod:`mibench.leaderboard.degenerate`): the sizes at which the record's circuits
+    #: are empty under every ranking, and the metrics whose curve recovers nothing short of the whole model
+    empty_sizes: tuple[float, ...] = ()
+    inert: tuple[str, ...] = ()
+    #: the record's |m(full) - m(empty)| is within a few bootstrap standard errors of zero
+    no_effect: bool = False
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -141,6 +147,7 @@ def _rank_blockers(record, current_scorer: str, expected_key: str) -> list[str]:
 
 
 def read_circuit_entry(path: Path, rel: str) -> Entry:
+    from mibench.leaderboard.degenerate import effect_unmeasurable, empty_fractions, inert_metrics
     from mibench.results.record import comparability_key, read_record
 
     record = _read(read_record, path, rel)
@@ -165,6 +172,9 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
         reasons=reasons,
         row_value="aware" if method.position_aware else "invariant",
         seed=record.seed,
+        empty_sizes=empty_fractions(record),
+        inert=inert_metrics(record),
+        no_effect=effect_unmeasurable(record),
     )
 
 
@@ -190,6 +200,7 @@ def read_ground_truth_entry(path: Path, rel: str) -> Entry | None:
     entry.track = "ground_truth"
     entry.values = {AUROC.name: (truth.auroc, None), AUROC_FULL.name: (truth.auroc_full, None)}
     entry.group = ("auroc", *entry.group)
+    entry.empty_sizes, entry.inert, entry.no_effect = (), (), False  # faithfulness flags; AUROC does not divide
     roc = record_artifact(path, "roc_plot")
     entry.plot = roc
     return entry

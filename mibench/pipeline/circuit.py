@@ -242,7 +242,8 @@ class CircuitTrack(Track[EvaluationRequest, CircuitRecord]):
         metrics = CircuitMetrics(
             cpr=score.cpr, cpr_stderr=_finite(score.cpr_stderr), cmd=score.cmd, cmd_stderr=_finite(score.cmd_stderr),
             full_logit_difference=score.full_logit_difference, empty_logit_difference=score.empty_logit_difference,
-            n_items=score.n_items, signed=_curve(score.signed), absolute=_curve(score.absolute),
+            effect_stderr=_finite(score.effect_stderr), n_items=score.n_items, signed=_curve(score.signed),
+            absolute=_curve(score.absolute),
             baseline=_curve(score.baseline), ground_truth=self._ground_truth(),
         )
         return CircuitRecord(

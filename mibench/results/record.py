@@ -122,6 +122,8 @@ class CircuitMetrics(_Strict):
     cmd_stderr: float | None
     full_logit_difference: float
     empty_logit_difference: float
+    #: bootstrap standard error of full - empty (records before it was recorded: None)
+    effect_stderr: float | None = None
     n_items: int
     signed: CurveRecord
     absolute: CurveRecord
