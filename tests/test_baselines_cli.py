@@ -61,7 +61,7 @@ def test_ugs_recovers_the_planted_ioi_circuit():
 
     from mibench.circuits.auroc import roc_curve
     from mibench.circuits.batches import build_batches
-    from mibench.circuits.ground_truth import ground_truth_counterfactual, ground_truth_path
+    from mibench.zoo.ground_truth import ground_truth_counterfactual, ground_truth_path
     from mibench.circuits.method import AttributionContext, load_method
     from mibench.data.registry import load_task
     from mibench.engine import PatchingEngine
