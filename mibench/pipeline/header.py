@@ -42,6 +42,9 @@ class RunRequest:
     output_dir: str = "results"
     progress: bool | None = None  # None: only when stderr is a terminal
     invocation: list[str] = field(default_factory=lambda: list(sys.argv))
+    #: A model already loaded by the caller (a :class:`~mibench.models.loading.LoadedModel`, see
+    #: :mod:`mibench.api`): used as is instead of loading ``model``, which then only names it in the record.
+    preloaded: Any = None
 
 
 class PhaseTimer:

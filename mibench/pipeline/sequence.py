@@ -109,7 +109,16 @@ def run_track(track: Track[RequestT, RecordT]) -> RunResult[RecordT]:
 
 
 def load_run_model(request: RunRequest):
-    """The request's model with its tokenizer; a model without one cannot encode task prompts."""
+    """The request's model with its tokenizer (the caller's own when it passed one); a model without a
+    tokenizer cannot encode task prompts."""
+    loaded = request.preloaded if request.preloaded is not None else _load_quietly(request)
+    if loaded.tokenizer is None:
+        raise MibenchError(f"model {request.model!r} has no tokenizer; mibench needs one to encode task prompts")
+    return loaded
+
+
+def _load_quietly(request: RunRequest):
+    """Load ``request.model``, without transformers' progress bars unless the run shows its own."""
     from transformers.utils import logging as hf_logging
 
     from mibench.models.loading import load_model
@@ -118,10 +127,7 @@ def load_run_model(request: RunRequest):
     if not shows_progress(request):  # no "Loading weights" bar from transformers either
         hf_logging.disable_progress_bar()
     try:
-        loaded = load_model(request.model, dtype=request.dtype, device=request.device, revision=request.revision)
+        return load_model(request.model, dtype=request.dtype, device=request.device, revision=request.revision)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    if loaded.tokenizer is None:
-        raise MibenchError(f"model {request.model!r} has no tokenizer; mibench needs one to encode task prompts")
-    return loaded
