@@ -46,10 +46,12 @@ class Track(ABC, Generic[RequestT, RecordT]):
 
     def __init__(self, request: RequestT) -> None:
         from mibench.data.registry import get_card
+        from mibench.pipeline.data import load_run_task
 
         self.request = request
         self.timer = PhaseTimer()
         self.card = get_card(request.task)
+        self.task = load_run_task(request, self.card)  # where the examples come from (generated or official)
 
     @abstractmethod
     def resolve(self) -> None:
