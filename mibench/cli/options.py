@@ -75,9 +75,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 32) 
                         help="bootstrap replicates for standard errors (default: 1000; 0 turns them off)")
     parser.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
                         help=f"examples per forward (default: {batch_size})")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps, or auto (CUDA "
+                        "when a GPU is visible, else MPS, else cpu) (default: cpu)")
     parser.add_argument("--dtype", type=dtype_name, metavar="DTYPE",
-                        help="model dtype: float32, bfloat16, float16, float64 (default: as saved)")
+                        help="model dtype: float32, bfloat16, float16, float64 (default: the device's: float32 on "
+                        "CPU and MPS, bfloat16 on CUDA, float16 on GPUs without bfloat16)")
     parser.add_argument("--output-dir", default="results", help="where records go (default: ./results)")
 
 

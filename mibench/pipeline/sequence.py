@@ -45,9 +45,13 @@ class Track(ABC, Generic[RequestT, RecordT]):
     plot_name: str
 
     def __init__(self, request: RequestT) -> None:
+        from dataclasses import replace
+
         from mibench.data.registry import get_card
+        from mibench.models.loading import resolve_device
         from mibench.pipeline.data import load_run_task
 
+        request = replace(request, device=resolve_device(request.device))  # the record names the device used
         self.request = request
         self.timer = PhaseTimer()
         self.card = get_card(request.task)
