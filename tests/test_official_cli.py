@@ -102,3 +102,22 @@ def test_data_mistakes_are_one_line(random_task_model, tmp_path, capsys):
     assert main(["evaluate", "--method", "eap", "--task", "induction", "--data", "official", "--quiet"]) == 2
     assert "has no official MIB dataset" in capsys.readouterr().err
     assert not list(tmp_path.rglob("record.json"))
+
+
+@pytest.mark.slow
+def test_the_causal_track_runs_on_official_rows(tmp_path):
+    import shutil
+
+    from mibench.results.causal_record import read_causal_record
+
+    copy = tmp_path / "official"
+    shutil.copytree(FIXTURES, copy)
+    shutil.copy(copy / "mcqa" / "test.jsonl", copy / "mcqa" / "train.jsonl")  # a train split to fit on
+    status = main(["evaluate", "--track", "causal", "--method", "full-vector", "--task", "mcqa", "--variable",
+                   "answer_pointer", "--data", "official", "--data-dir", str(copy), "--layers", "1", "--output-dir",
+                   str(tmp_path / "out"), *QUICK])
+    assert status == 0
+    record = read_causal_record(next((tmp_path / "out").rglob("record.json")))
+    assert record.task.data_hash == data_hash(load_official("mcqa", "test", data_dir=copy))
+    assert record.task.counterfactuals == ["answerPosition", "randomLetter", "answerPosition_randomLetter"]
+    assert all(n >= 1 for n in record.task.test_pairs.values())  # the embedded model answers some rows right
