@@ -57,6 +57,8 @@ COMMAND = Command(
         ("mibench evaluate --method nap --level neuron --task arithmetic_addition", "neuron-level NAP"),
         ("mibench evaluate --method eap-ig-inputs --method-arg ig_steps=20 --task ioi --model gpt2",
          "a hub model, more IG steps"),
+        ("mibench evaluate --method eap-ig-inputs --task ioi --data official --model gpt2",
+         "MIB's own benchmark: the official mib-bench/ioi data and GPT-2 from the hub"),
         ("mibench evaluate --method exact --task ioi --limit 100 --format github", "quick look, Markdown"),
         ("mibench evaluate --method eap --task ioi --limit 50 --format json --quiet", "JSON summary for scripts"),
         ("mibench evaluate --track causal --method das --task mcqa --variable answer_pointer",

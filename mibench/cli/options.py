@@ -75,9 +75,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 32) 
                         help="bootstrap replicates for standard errors (default: 1000; 0 turns them off)")
     parser.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
                         help=f"examples per forward (default: {batch_size})")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps, or auto (CUDA "
+                        "when a GPU is visible, else MPS, else cpu) (default: cpu)")
     parser.add_argument("--dtype", type=dtype_name, metavar="DTYPE",
-                        help="model dtype: float32, bfloat16, float16, float64 (default: as saved)")
+                        help="model dtype: float32, bfloat16, float16, float64 (default: the device's: float32 on "
+                        "CPU and MPS, bfloat16 on CUDA, float16 on GPUs without bfloat16)")
     parser.add_argument("--output-dir", default="results", help="where records go (default: ./results)")
 
 
@@ -86,12 +88,33 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="embedded model name (see 'mibench ls models'), local HF model folder, or "
                         "HF hub id (default: the embedded GPT-2-architecture zoo model)")
     parser.add_argument("--revision", help="hub revision of --model (recorded in the results)")
-    parser.add_argument("--counterfactual", help="counterfactual kind (default: the task card's)")
+    parser.add_argument("--counterfactual", help="counterfactual kind (default: the task card's; with --data "
+                        "official, any <kind>_counterfactual column of the dataset)")
+    add_data_arguments(parser)
     add_run_arguments(parser)
     parser.add_argument("--no-baseline", action="store_true", help="skip the random baseline curve")
     parser.add_argument("--format", default="simple", metavar="FORMAT",
                         help="summary format: a tabulate table format (simple, github, latex, ...) or 'json' "
                         "(one JSON object on stdout, for scripts)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the examples come from: generated (default) or MIB's official datasets (hub or a local copy)."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", choices=("procedural", "official"), default="procedural",
+                       help="procedural: mibench's generated examples (default, offline); official: the task "
+                       "card's mib-bench/* dataset on the Hugging Face hub, or the copy under --data-dir")
+    group.add_argument("--data-dir", metavar="DIR", help="offline copy of the official data: DIR/<task>/<split>.jsonl "
+                       "(or .json/.parquet); DIR/<task>/<config>/<split>.jsonl for another --data-config")
+    group.add_argument("--data-config", metavar="NAME", help="dataset config, e.g. MCQA's 2_answer_choices "
+                       "(default: the task card's)")
+    group.add_argument("--data-revision", metavar="REV", help="hub revision of the dataset (default: the card's)")
+
+
+def data_fields(args: argparse.Namespace) -> dict:
+    """The request fields of :func:`add_data_arguments`."""
+    return {"data": args.data, "data_dir": args.data_dir, "data_config": args.data_config,
+            "data_revision": args.data_revision}
 
 
 def add_causal_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +151,7 @@ def circuit_request(args: argparse.Namespace, *, command_line: list[str] | None 
         counterfactual=args.counterfactual, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
         bootstrap=args.bootstrap, baseline=not args.no_baseline, device=args.device, dtype=args.dtype,
         output_dir=args.output_dir, level=args.level, progress=progress(args),
-        invocation=command_line or invocation(), **extra,
+        invocation=command_line or invocation(), **data_fields(args), **extra,
     )
 
 
@@ -144,5 +167,5 @@ def causal_request(args: argparse.Namespace, *, command_line: list[str] | None =
         batch_size=args.batch_size, seed=args.seed, bootstrap=args.bootstrap, device=args.device, dtype=args.dtype,
         revision=args.revision, sae_dir=args.sae_dir, output_dir=args.output_dir,
         save_featurizers=not args.no_featurizers, progress=progress(args),
-        invocation=command_line or invocation(), **extra,
+        invocation=command_line or invocation(), **data_fields(args), **extra,
     )

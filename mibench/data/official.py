@@ -475,22 +475,26 @@ def load_official(
     n: int | None = None,
     revision: str | None = None,
     data_files: str | os.PathLike[str] | list | dict | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    config: str | None = None,
 ) -> list[Example]:
     """The official MIB rows of ``task_id``/``split`` as examples (the first ``n`` kept, or all).
 
-    Sources, first match wins: ``data_files``; ``$MIBENCH_OFFICIAL_DATA_DIR/<task>/<split>.jsonl``
-    (or ``.json``/``.parquet``); the hub repo named by the task card (``revision`` overrides the card's).
+    Sources, first match wins: ``data_files``; a local copy under ``data_dir`` (default
+    ``$MIBENCH_OFFICIAL_DATA_DIR``), ``<task>/<split>.jsonl`` (or ``.json``/``.parquet``), or
+    ``<task>/<config>/<split>.jsonl`` for a config other than the card's; the hub repo named by the task
+    card (``revision`` and ``config`` override the card's: MCQA's ``2_answer_choices`` ... configs).
     """
     fmt = _format(task_id)
     check_split(split)
     if n is not None and n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if data_files is None:
-        data_files = _local_copy(task_id, split)
+        data_files = _local_copy(task_id, split, data_dir, config)
     if data_files is not None:
         label, rows = _local_rows(task_id, split, data_files)
     else:
-        label, rows = _hub_rows(task_id, split, revision)
+        label, rows = _hub_rows(task_id, split, revision, config)
     return convert_rows(task_id, split, rows, fmt.convert, source=label, n=n)
 
 
@@ -525,15 +529,27 @@ def _official(task_id: str) -> OfficialDataset:
     return card.official
 
 
-def _local_copy(task_id: str, split: str) -> Path | None:
-    """``$MIBENCH_OFFICIAL_DATA_DIR/<task>/<split>.<ext>`` if the variable is set and such a file exists."""
-    root = os.environ.get(OFFICIAL_DATA_DIR_ENV)
+def _local_copy(task_id: str, split: str, data_dir: str | os.PathLike[str] | None = None,
+                config: str | None = None) -> Path | None:
+    """The local copy of ``task_id``/``split`` under ``data_dir`` (default ``$MIBENCH_OFFICIAL_DATA_DIR``), if
+    any: ``<task>/<config>/<split>.<ext>`` for a config other than the card's, else ``<task>/<split>.<ext>``.
+
+    An explicit ``data_dir`` without the file is an error (the user pointed at it); the variable is a fallback.
+    """
+    root = data_dir if data_dir is not None else os.environ.get(OFFICIAL_DATA_DIR_ENV)
     if not root:
         return None
+    default_config = _official(task_id).config
+    folder = Path(root) / task_id
+    if config is not None and config != default_config:
+        folder = folder / config
     for suffix in _LOCAL_SUFFIXES:
-        path = Path(root) / task_id / f"{split}{suffix}"
+        path = folder / f"{split}{suffix}"
         if path.is_file():
             return path
+    if data_dir is not None:
+        raise OfficialDataError(f"{data_dir}: no local copy of task {task_id!r}, split {split!r} (expected "
+                                f"{folder / split}.jsonl, .json or .parquet)")
     return None
 
 
@@ -571,15 +587,17 @@ def _local_rows(task_id: str, split: str, data_files: Any) -> tuple[str, Iterabl
     return label, rows
 
 
-def _hub_rows(task_id: str, split: str, revision: str | None) -> tuple[str, Iterable[Mapping[str, Any]]]:
+def _hub_rows(task_id: str, split: str, revision: str | None,
+              config: str | None = None) -> tuple[str, Iterable[Mapping[str, Any]]]:
     official = _official(task_id)
+    config = config or official.config
     repo, hub_split = official.hf_repo, split
     if split == "private_test":
         if official.private_repo is None:
             raise MibenchError(f"task {task_id!r}: its card names no private_repo for the private_test split")
         repo, hub_split = official.private_repo, "test"
     revision = revision or official.revision
-    label = repo + (f" (config {official.config})" if official.config else "") + (f"@{revision}" if revision else "")
+    label = repo + (f" (config {config})" if config else "") + (f"@{revision}" if revision else "")
     label += f", split {hub_split}"
     datasets = _import_datasets()
     if not _offline_mode():
@@ -587,7 +605,7 @@ def _hub_rows(task_id: str, split: str, revision: str | None) -> tuple[str, Iter
         if reason is not None:
             raise _unavailable(task_id, split, repo, f"the Hugging Face hub is unreachable ({reason})")
     try:
-        rows = datasets.load_dataset(repo, official.config, split=hub_split, revision=revision)
+        rows = datasets.load_dataset(repo, config, split=hub_split, revision=revision)
     except Exception as exc:
         translated = _translate_hub_error(exc, task_id, split, repo)
         if translated is None:
@@ -680,6 +698,16 @@ def _translate_hub_error(exc: Exception, task_id: str, split: str, repo: str) ->
 
 
 # --------------------------------------------------------------------------------- official-only tasks
+def sampled(load: Callable[..., list[Example]], n: int | None, seed: int | None) -> list[Example]:
+    """``load(n=n)`` (the first ``n`` rows); with ``seed``, every row shuffled by ``random.Random(seed)``
+    and the first ``n`` of those, like MIB's shuffled loaders (they use seed 42)."""
+    if seed is None:
+        return load(n=n)
+    rows = load()
+    random.Random(seed).shuffle(rows)
+    return rows if n is None else rows[:n]
+
+
 class OfficialTask(Task):
     """A task whose only data is MIB's official dataset (no procedural generator): ARC-Easy/-Challenge.
 
@@ -695,12 +723,40 @@ class OfficialTask(Task):
         With ``seed``, a deterministic random sample of ``n`` (or a shuffle of all) instead: every row is
         loaded and shuffled with ``random.Random(seed)``, like MIB's shuffled loaders (they use seed 42).
         """
-        if seed is None:
-            return load_official(self.card.id, split, n=n)
-        rows = load_official(self.card.id, split)
-        random.Random(seed).shuffle(rows)
-        return rows if n is None else rows[:n]
+        return sampled(partial(load_official, self.card.id, split), n, seed)
 
     def draw(self, rng: random.Random) -> tuple[str, Example]:
         raise NotImplementedError(f"task {self.card.id!r} has no procedural generator; it uses official data only")
 
+
+
+# ------------------------------------------------------------------------------ official data for any task
+@dataclass(frozen=True)
+class OfficialSource:
+    """Where a run reads official rows from: the hub (``revision``/``config`` override the card's) or a local
+    copy under ``data_dir`` (see :func:`load_official`)."""
+
+    data_dir: str | None = None
+    config: str | None = None
+    revision: str | None = None
+
+
+class OfficialData:
+    """A task whose examples are read from its official MIB dataset instead of generated.
+
+    Everything else -- the card, the causal model, the span schema -- is the task's own, so both tracks run
+    unchanged on the official rows (``mibench evaluate --data official``).
+    """
+
+    def __init__(self, task: Task, source: OfficialSource) -> None:
+        _format(task.card.id)  # a task without an official dataset is refused here, by name
+        self.task = task
+        self.source = source
+
+    def examples(self, split: str, n: int | None = None, *, seed: int | None = None) -> list[Example]:
+        """The first ``n`` official examples of ``split`` in the dataset's order (with ``seed``: a seeded sample)."""
+        return sampled(partial(load_official, self.task.card.id, split, data_dir=self.source.data_dir,
+                               config=self.source.config, revision=self.source.revision), n, seed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.task, name)

@@ -50,6 +50,34 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ModelOptionError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}") from None
 
 
+#: ``--device auto``: the best device this machine has (see :func:`resolve_device`).
+AUTO_DEVICE = "auto"
+
+
+def resolve_device(device: str | torch.device) -> str:
+    """``device`` as a torch device name; ``"auto"`` is CUDA when a GPU is visible, else MPS, else the CPU."""
+    if str(device) != AUTO_DEVICE:
+        return str(device)
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    """The dtype a model is loaded in when none is asked for, by device.
+
+    CPU and MPS: float32 (CPUs have no fast half-precision matrix units, and half precision there only loses
+    accuracy). CUDA: bfloat16 where the GPU supports it, else float16 -- the only way MIB's larger models fit,
+    and (benchmarks/precision.py) within a few hundredths of float32's scores on the embedded models.
+    """
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
 def check_device(device: str | torch.device) -> torch.device:
     """``device`` as a torch device this machine has; a device it lacks is refused before any loading."""
     try:
@@ -176,8 +204,11 @@ def load_model(
     A zoo name such as ``"gpt2-tasks"`` (see :mod:`mibench.zoo.catalog`) resolves to the model folder shipped
     inside the package, so it loads offline; an existing local folder of the same name takes precedence.
     A hub id that cannot be fetched (no network, gated model) raises one error that names the model and
-    says how to proceed offline, instead of a stack of connection retries.
+    says how to proceed offline, instead of a stack of connection retries. ``device="auto"`` picks the best
+    device (:func:`resolve_device`); without ``dtype`` the model is loaded in its device's
+    :func:`default_dtype`.
     """
+    device = resolve_device(device)
     if _KEPT is not None:
         key = (str(model_id), str(dtype), str(device), revision, load_tokenizer)
         if key not in _KEPT:
@@ -193,8 +224,7 @@ def _load_model(model_id, *, dtype, device, revision, load_tokenizer) -> LoadedM
 
     from mibench.zoo.catalog import model_names
 
-    torch_dtype = resolve_dtype(dtype)
-    check_device(device)
+    torch_dtype = resolve_dtype(dtype) or default_dtype(check_device(device))
     name = str(model_id)
     source = resolve_source(name)
     is_local = Path(source).is_dir()

@@ -99,7 +99,6 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
 
     def build_data(self, loaded: Any) -> None:
         from mibench.causal.pairs import PairSet, build_pairs, filter_correct, own_answers
-        from mibench.data.registry import load_task
         from mibench.engine.residual import ResidualRunner
 
         request, card = self.request, self.card
@@ -116,7 +115,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
                                    f"does not define (roles: {', '.join(card.schema_roles)})")
             self.roles += extra  # submitted roles beyond the card's defaults are scored too
 
-        task = load_task(card.id)
+        task = self.task
         causal_model = task.causal_model()
         causal_model.check_target(request.variable)
         tokenizer = loaded.tokenizer

@@ -70,7 +70,8 @@ class CircuitTrack(Track[EvaluationRequest, CircuitRecord]):
         # A known circuit is defined under one counterfactual (see ground_truth_counterfactual); use it unless told.
         self.counterfactual = (request.counterfactual or ground_truth_counterfactual(request.model, card.id)
                                or card.default_counterfactual)
-        if self.counterfactual not in card.counterfactuals:
+        official_kinds = request.data == "official"  # the dataset's columns decide, checked once it is read
+        if self.counterfactual not in card.counterfactuals and not official_kinds:
             raise MibenchError(f"task {card.id!r} has no counterfactual {self.counterfactual!r} "
                                f"(it has {', '.join(card.counterfactuals)})")
         for path in [request.circuit_file, *(request.circuit_files or [])]:
@@ -86,18 +87,19 @@ class CircuitTrack(Track[EvaluationRequest, CircuitRecord]):
 
     def build_data(self, loaded: Any) -> None:
         from mibench.circuits.batches import build_batches
-        from mibench.data.registry import load_task
         from mibench.engine.engine import PatchingEngine
+        from mibench.pipeline.data import check_counterfactual
 
-        request, card = self.request, self.card
+        request, card, task = self.request, self.card, self.task
         self.loaded = loaded
         self.engine = PatchingEngine(loaded.adapter)
-        task = load_task(card.id)
         self.eval_examples = task.examples(request.split, request.limit)
+        check_counterfactual(self.eval_examples, self.counterfactual, card.id, request.split)
         self.eval_data = build_batches(self.eval_examples, loaded.tokenizer, self.counterfactual, request.batch_size)
         self.train_examples, self.train_data = [], None
         if self.method is not None:
             self.train_examples = task.examples("train", request.attribution_examples)
+            check_counterfactual(self.train_examples, self.counterfactual, card.id, "train")
             self.train_data = build_batches(self.train_examples, loaded.tokenizer, self.counterfactual,
                                             request.batch_size)
         self.file_graph = None

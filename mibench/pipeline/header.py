@@ -42,6 +42,15 @@ class RunRequest:
     output_dir: str = "results"
     progress: bool | None = None  # None: only when stderr is a terminal
     invocation: list[str] = field(default_factory=lambda: list(sys.argv))
+    #: A model already loaded by the caller (a :class:`~mibench.models.loading.LoadedModel`, see
+    #: :mod:`mibench.api`): used as is instead of loading ``model``, which then only names it in the record.
+    preloaded: Any = None
+    #: Where examples come from (see :mod:`mibench.pipeline.data`): generated, or MIB's official datasets read
+    #: from the hub (``data_config``/``data_revision`` override the card's) or a local copy under ``data_dir``.
+    data: str = "procedural"
+    data_dir: str | None = None
+    data_config: str | None = None
+    data_revision: str | None = None
 
 
 class PhaseTimer:

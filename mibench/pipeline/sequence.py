@@ -45,11 +45,17 @@ class Track(ABC, Generic[RequestT, RecordT]):
     plot_name: str
 
     def __init__(self, request: RequestT) -> None:
-        from mibench.data.registry import get_card
+        from dataclasses import replace
 
+        from mibench.data.registry import get_card
+        from mibench.models.loading import resolve_device
+        from mibench.pipeline.data import load_run_task
+
+        request = replace(request, device=resolve_device(request.device))  # the record names the device used
         self.request = request
         self.timer = PhaseTimer()
         self.card = get_card(request.task)
+        self.task = load_run_task(request, self.card)  # where the examples come from (generated or official)
 
     @abstractmethod
     def resolve(self) -> None:
@@ -109,7 +115,16 @@ def run_track(track: Track[RequestT, RecordT]) -> RunResult[RecordT]:
 
 
 def load_run_model(request: RunRequest):
-    """The request's model with its tokenizer; a model without one cannot encode task prompts."""
+    """The request's model with its tokenizer (the caller's own when it passed one); a model without a
+    tokenizer cannot encode task prompts."""
+    loaded = request.preloaded if request.preloaded is not None else _load_quietly(request)
+    if loaded.tokenizer is None:
+        raise MibenchError(f"model {request.model!r} has no tokenizer; mibench needs one to encode task prompts")
+    return loaded
+
+
+def _load_quietly(request: RunRequest):
+    """Load ``request.model``, without transformers' progress bars unless the run shows its own."""
     from transformers.utils import logging as hf_logging
 
     from mibench.models.loading import load_model
@@ -118,10 +133,7 @@ def load_run_model(request: RunRequest):
     if not shows_progress(request):  # no "Loading weights" bar from transformers either
         hf_logging.disable_progress_bar()
     try:
-        loaded = load_model(request.model, dtype=request.dtype, device=request.device, revision=request.revision)
+        return load_model(request.model, dtype=request.dtype, device=request.device, revision=request.revision)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    if loaded.tokenizer is None:
-        raise MibenchError(f"model {request.model!r} has no tokenizer; mibench needs one to encode task prompts")
-    return loaded
