@@ -68,7 +68,7 @@ def replacement_losses(engine: PatchingEngine, input_ids: Tensor, attention_mask
                        constants: Sequence[Tensor], nodes: Sequence[int]) -> Tensor:
     """``[len(nodes)]``: the prompts' mean next-token cross-entropy when node ``nodes[i]`` alone outputs its
     constant (``constants``: one ``[1, U_g, 1, d]`` tensor per source group, as an :class:`Ablation` holds)."""
-    n, (batch, seq) = len(nodes), input_ids.shape
+    n, batch = len(nodes), input_ids.shape[0]
     index = torch.tensor(list(nodes), dtype=torch.long)
 
     def replace(group: SourceGroup, output: Tensor) -> Tensor:
