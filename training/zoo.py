@@ -63,6 +63,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from mibench.data.registry import list_cards, load_task
+from mibench.data.padding import right_pad
 from mibench.data.splits import partition_of
 from mibench.data.tokenization import TokenizationError, answer_token, encode
 from mibench.tasks.induction.task import MAX_WORDS, MIN_COPY, MIN_WORDS, render
@@ -300,13 +301,9 @@ def batch_tensors(data: TaskData, indices: list[int], pad_id: int) -> tuple[torc
 
 
 def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask and last-real-token positions of token rows."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
+    """Right-padded ids, attention mask (the library's one padding, :func:`right_pad`) and the
+    last-real-token positions of token rows."""
+    ids, mask = right_pad(rows, pad_id)
     return ids, mask, mask.sum(-1) - 1
 
 
