@@ -436,8 +436,11 @@ def hostile(bases, tmp_path, monkeypatch):
 
 
 def _lines_about(output: str, path: Path) -> list[str]:
+    """The problem lines naming ``path`` (a single problem comes as ``mibench: error: <problem> (...)``)."""
     prefix = f"{path}: "
-    return sorted(line.strip() for line in output.splitlines() if line.strip().startswith(prefix))
+    lines = (line.strip().removeprefix("mibench: error: ").removesuffix(" (nothing was scored)")
+             for line in output.splitlines())
+    return sorted(line for line in lines if line.startswith(prefix))
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])

@@ -46,12 +46,18 @@ SITE_FILE = re.compile(r"L(\d+)_([A-Za-z0-9_\-]+)\.(json|safetensors)")
 
 
 class SubmissionFilesError(MibenchError):
-    """Files from outside broke the file rules; ``problems`` lists every one (``file: field: message``)."""
+    """Files from outside broke the file rules; ``problems`` lists every one (``file: field: message``).
+
+    One problem is the message itself (one line after ``mibench: error:``); several are listed one a line."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = list(problems)
-        lines = "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) with the given files, nothing was scored:\n{lines}")
+        if len(self.problems) == 1:
+            message = f"{self.problems[0]} (nothing was scored)"
+        else:
+            lines = "\n".join(f"  {p}" for p in self.problems)
+            message = f"{len(self.problems)} problems with the given files, nothing was scored:\n{lines}"
+        super().__init__(message)
 
     def __reduce__(self):
         return (type(self), (self.problems,))
@@ -107,6 +113,9 @@ def regular_file_problems(path: Path, suffixes: Iterable[str]) -> list[Problem]:
         return [Problem(str(path), None, "no such file")]
     if stat.S_ISLNK(info.st_mode):
         return [Problem(str(path), None, "symbolic links are not accepted")]
+    if stat.S_ISDIR(info.st_mode):
+        return [Problem(str(path), None, "it is a folder, not a file (with --track causal, score takes a folder "
+                        "of saved featurizers)")]
     if not stat.S_ISREG(info.st_mode):
         return [Problem(str(path), None, "not a regular file")]
     allowed = tuple(suffixes)
@@ -155,7 +164,8 @@ def featurizer_folder_problems(folder: Path, expect: SiteExpectations) -> tuple[
     if problems:
         return {}, problems
     if not folder.is_dir():
-        return {}, [Problem(str(folder), None, "not a folder of saved featurizers")]
+        what = "not a folder of saved featurizers" if folder.exists() else "no such folder"
+        return {}, [Problem(str(folder), None, what)]
     cards: dict[tuple[int, str], Path] = {}
     tensors: set[tuple[int, str]] = set()
     for path in sorted(folder.iterdir()):
