@@ -268,9 +268,10 @@ entries: [{{methods: [{{id: random, seeds: [0, 1, 2, 3, 4, 5]}}]}}]
     deadline = time.monotonic() + 600
     while not list(out.rglob("record.json")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert proc.poll() is None, f"the sweep ended before its first record:\n{proc.communicate()}"
     os.kill(proc.pid, signal.SIGINT)  # Ctrl-C while the other runs are queued or running
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 130, f"{stdout}\n{stderr}"
     assert "interrupted" in stdout
     first = _records(out)  # every record on disk is complete JSON
     assert 1 <= len(first) < 6

@@ -114,8 +114,11 @@ def run_on_ray(runs: list[Run], *, address: str | None = None, cpus: int | None 
                 if on_outcome is not None:
                     on_outcome(outcome)
         except KeyboardInterrupt:
-            for ref, (i, _) in pending.items():
-                ray.cancel(ref, force=True)
+            # No ray.cancel here: cancelling tasks that are finishing at that moment can abort Ray's core worker
+            # (seen with ray 2.60). Leaving the job stops them: the shutdown below kills an embedded Ray's
+            # workers, and a cluster ends a driver's tasks when the driver disconnects. A run stopped mid-way
+            # leaves no record (records are published last), and its staging folder is removed by the next run.
+            for i, _ in pending.values():
                 outcomes[i].reason = "interrupted (Ctrl-C) before it finished; no record written"
             raise SweepInterrupted([outcomes[i] for i in range(len(runs))]) from None
         return [outcomes[i] for i in range(len(runs))]
