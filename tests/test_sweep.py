@@ -266,7 +266,10 @@ options: {{limit: 4, bootstrap: 10, batch_size: 4}}
 entries: [{{methods: [{{id: random, seeds: {list(range(RUNS))}}}]}}]
 """)
     command = [sys.executable, "-m", "mibench", "sweep", str(spec), "--cpus", "1", "--quiet"]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored: restore the
+    # default so Ctrl-C reaches the sweep however the test suite itself was started.
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600
     while not list(out.rglob("record.json")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
