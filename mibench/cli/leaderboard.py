@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build = action_parser(
         actions, "build", "build the tables (Markdown, LaTeX, CSV) and the static HTML page from results records",
         "Read every record.json under --records, rank the eligible, current ones per comparability key (one "
-        "column per key, the newest record per method and column), and write leaderboard.md, leaderboard.tex, "
+        "column per key, the newest record per method, column and seed; records that differ only by seed share "
+        "one cell: mean, bootstrap error and between-seed spread), and write leaderboard.md, leaderboard.tex, "
         "leaderboard.csv, index.html and plots/ to --out. The same records always give the same bytes.",
         COMMAND_EXAMPLES,
     )
