@@ -47,7 +47,9 @@ def make_record(method: str = "eap", task: str = "ioi", model: str = "gpt2-tasks
                 cmd: float = 0.2, *, stderr: float | None = 0.01, ablation: str = "patching", level: str = "edge",
                 split: str = "test", counterfactual: str | None = None, revision: str | None = None,
                 created: str = "2025-06-01T12:00:00+00:00", eligible: bool = True, notes: tuple[str, ...] = (),
-                scorer_version: str = SCORER_VERSION, task_version: str | None = None) -> CircuitRecord:
+                scorer_version: str = SCORER_VERSION, task_version: str | None = None,
+                weights: str | None = "sha256:0123456789abcdef", position_aware: bool = False,
+                n_items: int = 1000) -> CircuitRecord:
     """A valid circuit record with made-up numbers (nothing is run)."""
     try:
         card = get_card(task)
@@ -57,18 +59,20 @@ def make_record(method: str = "eap", task: str = "ioi", model: str = "gpt2-tasks
     task_info = TaskInfo(id=task, version=task_version or version, split=split,
                          counterfactual=counterfactual or default_cf, n_examples=500, data_hash="sha256:0123456789abcdef")
     model_info = ModelInfo(id=model, revision=revision, dtype="float32", family="gpt2", n_layers=3, n_heads=6,
-                           d_model=192, n_edges=1000)
+                           d_model=192, n_edges=n_items, weights_sha256=weights)
     scorer = ScorerInfo(version=scorer_version, fractions=FRACTIONS, bootstrap_replicates=1000)
     metrics = CircuitMetrics(cpr=cpr, cpr_stderr=stderr, cmd=cmd, cmd_stderr=stderr, full_logit_difference=2.0,
-                             empty_logit_difference=-1.0, n_items=1000, signed=_curve("signed", cpr / 2),
+                             empty_logit_difference=-1.0, n_items=n_items, signed=_curve("signed", cpr / 2),
                              absolute=_curve("absolute", 1 - cmd))
     return CircuitRecord(
         created=created, invocation=["mibench", "evaluate"],
         environment=EnvironmentInfo(mibench_version="0.0.0", git_commit=None, python="3.12", packages={},
                                     hardware={}),
-        model=model_info, task=task_info, method=MethodInfo(id=method, level=level, ablation=ablation),
+        model=model_info, task=task_info,
+        method=MethodInfo(id=method, level=level, ablation=ablation, position_aware=position_aware),
         scorer=scorer, seed=0, timings={"evaluation": 1.0}, metrics=metrics,
-        comparability_key=comparability_key(task_info, model_info, scorer, level),
+        comparability_key=comparability_key(task_info, model_info, scorer, level, position_aware=position_aware,
+                                            n_items=n_items),
         leaderboard_eligible=eligible, eligibility_notes=list(notes),
     )
 
@@ -203,6 +207,8 @@ def test_comparability_keys_are_never_mixed(tmp_path):
     save(root, make_record("eap", revision="abc123"), run="c")
     save(root, make_record("eap", split="private_test"), run="d")  # other split: other table
     save(root, make_record("eap", level="node"), run="e")  # other level: other table
+    save(root, make_record("eap", weights="sha256:fedcba9876543210"), run="f")  # retrained: other weights
+    save(root, make_record("peap", position_aware=True, n_items=9644), run="g")  # other graph
     board = collect_leaderboard(root)
     assert [t.title for t in board.tables] == [
         f"edge level, private_test split, scorer {SCORER_VERSION}",
@@ -210,8 +216,10 @@ def test_comparability_keys_are_never_mixed(tmp_path):
         f"node level, test split, scorer {SCORER_VERSION}",
     ]
     columns = board.tables[1].columns
-    assert len(columns) == 3 and len({c.key for c in columns}) == 3
-    assert len({c.label for c in columns}) == 3  # labels say what differs
+    assert len(columns) == 5 and len({c.key for c in columns}) == 5
+    assert len({c.label for c in columns}) == 5  # labels say what differs
+    assert any("weights sha256:fedcba9876543210" in c.label for c in columns)
+    assert any("position-aware graph of 9644 edges" in c.label for c in columns)
     assert any("counterfactual abc" in c.label for c in columns)
     for table in board.tables:
         for (method, key), entry in table.cells.items():
@@ -378,15 +386,17 @@ def test_causal_records_get_their_own_table_with_one_column_per_variable(records
     assert check_leaderboard(records, out) == []
 
 
-def test_position_aware_methods_share_the_table_with_a_column_saying_so(records, tmp_path):
-    peap = make_record("peap", "ioi", "gpt2-tasks", cpr=0.9, cmd=0.05)
-    peap.method = peap.method.model_copy(update={"position_aware": True, "spans": ["prefix", "END"]})
+def test_position_aware_methods_never_share_a_column_with_position_invariant_ones(records, tmp_path):
+    peap = make_record("peap", "ioi", "gpt2-tasks", cpr=0.9, cmd=0.05, position_aware=True, n_items=4822)
     save(records, peap)
     board = build_leaderboard(records, tmp_path / "site").leaderboard
     (table,) = board.tables
     assert "peap" in table.methods and table.row_value("peap") == "aware" and table.row_value("eap") == "invariant"
+    peap_columns = {key for (method, key) in table.cells if method == "peap"}
+    other_columns = {key for (method, key) in table.cells if method != "peap"}
+    assert peap_columns and not peap_columns & other_columns
     markdown = (tmp_path / "site" / "leaderboard.md").read_text()
-    assert "| peap | aware | **0.900 ± 0.010** |" in markdown
+    assert "| peap | aware |" in markdown
     rows = list(csv.DictReader(io.StringIO((tmp_path / "site" / "leaderboard.csv").read_text())))
     assert {r["positions"] for r in rows if r["method"] == "peap"} == {"aware"}
 

@@ -152,9 +152,13 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
 
     record = _read(read_record, path, rel)
     task, model, scorer, method = record.task, record.model, record.scorer, record.method
-    reasons = _rank_blockers(record, current_scorer_version(), comparability_key(task, model, scorer, method.level))
+    expected = comparability_key(task, model, scorer, method.level, position_aware=method.position_aware,
+                                 n_items=record.metrics.n_items)
+    reasons = _rank_blockers(record, current_scorer_version(), expected)
     major = task.version.split(".")[0]
     revision = model.revision or "local"
+    weights = f", weights {model.weights_sha256}" if model.weights_sha256 else ""
+    graph = f"{'position-aware' if method.position_aware else 'MIB'} graph of {record.metrics.n_items} {method.level}s"
     return Entry(
         track="circuit",
         record=rel,
@@ -164,7 +168,8 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
         group=(method.level, task.split, scorer.version),
         group_title=f"{method.level} level, {task.split} split, scorer {scorer.version}",
         column_key=record.comparability_key,
-        column_details=f"task version {major}, counterfactual {task.counterfactual}, model revision {revision}",
+        column_details=(f"task version {major}, counterfactual {task.counterfactual}, model revision {revision}"
+                        f"{weights}, {graph}"),
         values={"CPR": (record.metrics.cpr, record.metrics.cpr_stderr),
                 "CMD": (record.metrics.cmd, record.metrics.cmd_stderr)},
         created=record.created,
@@ -236,8 +241,9 @@ def read_causal_entry(path: Path, rel: str) -> Entry:
     record = _read(read_causal_record, path, rel)
     task, model, scorer, metrics = record.task, record.model, record.scorer, record.metrics
     reasons = _rank_blockers(record, SCORER_VERSION, causal_comparability_key(task, model, scorer))
+    weights = f", weights {model.weights_sha256}" if model.weights_sha256 else ""
     details = (f"task version {task.version.split('.')[0]}, counterfactuals {', '.join(task.counterfactuals)}, "
-               f"model revision {model.revision or 'local'}")
+               f"model revision {model.revision or 'local'}{weights}")
     average = float("nan") if metrics.average is None else metrics.average
     return Entry(
         track="causal",

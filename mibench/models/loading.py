@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import torch
 
 from mibench.errors import MibenchError, UnknownNameError, close_matches
 from mibench.models.adapter import ModelAdapter, adapter_for
+from mibench.models.weights_identity import cached_snapshot_folder, weights_sha256
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -149,10 +150,21 @@ class LoadedModel:
     tokenizer: Any
     model_id: str
     revision: str | None
+    #: the folder the weights were read from (a zoo model, a local folder, a hub snapshot), or None when the
+    #: model was handed over already loaded; decides how :attr:`weights_sha256` is computed
+    weights_folder: str | None = None
+    _weights_sha256: str | None = field(default=None, init=False, repr=False)
 
     @property
     def model(self) -> torch.nn.Module:
         return self.adapter.model
+
+    @property
+    def weights_sha256(self) -> str:
+        """The weights' content hash (see :mod:`mibench.models.weights_identity`), computed once."""
+        if self._weights_sha256 is None:
+            self._weights_sha256 = weights_sha256(self.model, self.weights_folder)
+        return self._weights_sha256
 
 
 #: Tokenizer classes that mean "the tokenizer.json as saved". AutoTokenizer would replace them with the
@@ -245,4 +257,6 @@ def _load_model(model_id, *, dtype, device, revision, load_tokenizer) -> LoadedM
         ) from exc
     model.to(device)
     model.eval()
-    return LoadedModel(adapter=adapter_for(model), tokenizer=tokenizer, model_id=name, revision=revision)
+    folder = source if is_local else cached_snapshot_folder(source, revision)
+    return LoadedModel(adapter=adapter_for(model), tokenizer=tokenizer, model_id=name, revision=revision,
+                       weights_folder=folder)

@@ -250,7 +250,8 @@ class CircuitTrack(Track[EvaluationRequest, CircuitRecord]):
         )
         return CircuitRecord(
             **header, task=task_info, method=self.method_info, scorer=scorer_info, metrics=metrics,
-            artifacts=self.artifacts, comparability_key=comparability_key(task_info, model, scorer_info, self.level),
+            artifacts=self.artifacts, comparability_key=comparability_key(
+                task_info, model, scorer_info, self.level, position_aware=self.position_aware, n_items=score.n_items),
         )
 
     def _ground_truth(self) -> GroundTruthRecord | None:

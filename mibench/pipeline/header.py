@@ -87,6 +87,7 @@ def model_info(request: RunRequest, loaded: Any, *, n_edges: int | None = None) 
         id=request.model, revision=request.revision, dtype=str(loaded.adapter.dtype).replace("torch.", ""),
         family=getattr(loaded.model.config, "model_type", "unknown"), n_layers=layout.n_layers,
         n_heads=layout.n_heads, d_model=layout.d_model, n_edges=layout.n_edges if n_edges is None else n_edges,
+        weights_sha256=loaded.weights_sha256,
     )
 
 

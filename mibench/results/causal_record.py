@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mibench.results.record import FORMAT_VERSION, EnvironmentInfo, ModelInfo, PluginStamp, _Strict, read_validated
+from mibench.results.record import (FORMAT_VERSION, EnvironmentInfo, ModelInfo, PluginStamp, _Strict, model_key,
+                                   read_validated)
 
 
 class CausalTaskInfo(_Strict):
@@ -102,8 +103,7 @@ def causal_comparability_key(task: CausalTaskInfo, model: ModelInfo, scorer: Cau
     record lists the roles it scored, and ``metrics.missing_sites`` the requested sites it did not.
     """
     major = task.version.split(".")[0]
-    revision = model.revision or "local"
-    return f"{task.id}@{major}|{task.split}|{task.variable}|iia@{scorer.version}|{model.id}@{revision}"
+    return f"{task.id}@{major}|{task.split}|{task.variable}|iia@{scorer.version}|{model_key(model)}"
 
 
 def read_causal_record(path: str | Path) -> CausalRecord:

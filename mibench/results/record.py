@@ -47,6 +47,9 @@ class ModelInfo(_Strict):
     n_heads: int
     d_model: int
     n_edges: int
+    #: content hash of the weights (:mod:`mibench.models.weights_identity`); part of the comparability key.
+    #: None only in records written before it was recorded.
+    weights_sha256: str | None = None
 
 
 class TaskInfo(_Strict):
@@ -154,11 +157,27 @@ def now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def comparability_key(task: TaskInfo, model: ModelInfo, scorer: ScorerInfo, level: str) -> str:
-    """Records may share a table row only if all of these agree (task major version, split, scorer, model)."""
+def model_key(model: ModelInfo) -> str:
+    """The model part of both tracks' comparability keys: id, hub revision and the weights' content hash.
+
+    The hash is what keeps a retrained zoo model (same id, no revision) out of its predecessor's columns."""
+    key = f"{model.id}@{model.revision or 'local'}"
+    return f"{key}#{model.weights_sha256}" if model.weights_sha256 else key
+
+
+def graph_kind(position_aware: bool) -> str:
+    """``mib`` for MIB's position-invariant graph, ``positional`` for the position-aware one."""
+    return "positional" if position_aware else "mib"
+
+
+def comparability_key(task: TaskInfo, model: ModelInfo, scorer: ScorerInfo, level: str, *,
+                      position_aware: bool, n_items: int) -> str:
+    """Records may share a leaderboard column only if all of these agree: task major version, split,
+    counterfactual, scorer, model and weights, level, and the graph the circuit fractions are taken of (its
+    kind and item count): 1 % of a 4,822-edge position-aware graph is not 1 % of MIB's 496-edge graph."""
     major = task.version.split(".")[0]
-    revision = model.revision or "local"
-    return f"{task.id}@{major}|{task.split}|{task.counterfactual}|scorer@{scorer.version}|{model.id}@{revision}|{level}"
+    return (f"{task.id}@{major}|{task.split}|{task.counterfactual}|scorer@{scorer.version}|{model_key(model)}"
+            f"|{level}|graph@{graph_kind(position_aware)}:{n_items}")
 
 
 def write_record(record: BaseModel, path: str | Path) -> Path:
