@@ -21,7 +21,7 @@ from mibench.sweep.spec import SweepSpecError, load_spec
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "leaderboard" / "sweep.yaml"
 #: methods whose result depends on the seed (the others are deterministic given the data)
-RANDOMIZED = {"random", "das", "dbm", "dbm-pca", "dbm-sae"}
+RANDOMIZED = {"random", "das", "dbm", "dbm-pca", "dbm-sae", "ugs", "edge-pruning"}
 
 
 def _spec(tmp_path, text: str, name: str = "sweep.yaml") -> Path:

@@ -92,7 +92,7 @@ class MethodSpec(_Strict):
 
     id: str
     level: Literal["edge", "node", "neuron"] | None = None  # default: the method card's first level
-    ablation: Literal["patching", "mean", "zero"] = "patching"
+    ablation: Literal["patching", "mean", "zero", "optimal"] = "patching"
     args: dict[str, Any] = Field(default_factory=dict)  # method arguments (``--method-arg NAME=VALUE``)
     seeds: list[int] | None = Field(None, min_length=1)  # default: the entry's, else the spec's seeds
 
