@@ -290,6 +290,89 @@ entries: [{{methods: [{{id: random, seeds: {list(range(RUNS))}}}]}}]
     assert not list(out.rglob("*.partial")) and not list(out.rglob("*.tmp"))  # the killed runs' staging is gone
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), e.g. the Ray processes an embedded ray.init() started."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds Ray's worker processes through /proc")
+def test_a_killed_worker_leaves_no_partial_record_and_its_run_is_retried(tmp_path):
+    pytest.importorskip("ray")
+    RUNS = 5
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, f"""
+version: 1
+output_dir: {out}
+models: [gpt2-tasks]
+tasks: [ioi]
+options: {{limit: 8, bootstrap: 10, batch_size: 4}}
+entries: [{{methods: [{{id: eap-ig-inputs, seeds: {list(range(RUNS))}}}]}}]
+""")
+    command = [sys.executable, "-m", "mibench", "sweep", str(spec), "--cpus", "1", "--retries", "1"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 600
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        if list(out.rglob("record.json")):  # the worker has its model loaded and is on a later run
+            # a worker running a task is titled ray::<the run's label> (idle ones ray::IDLE)
+            busy = [pid for pid in _descendants(proc.pid) if _cmdline(pid).startswith("ray::gpt2-tasks ioi")]
+            if busy:
+                killed = busy[0]
+                os.kill(killed, signal.SIGKILL)  # as the kernel's OOM killer would
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert killed is not None, f"no busy worker was found to kill:\n{stdout}\n{stderr}"
+    assert proc.returncode == 0, f"{stdout}\n{stderr}"  # the killed run was retried and finished
+    final = _records(out)
+    assert sorted(final) == sorted(f"ioi/gpt2-tasks/eap-ig-inputs_edge_patching_test_seed{s}/record.json"
+                                   for s in range(RUNS))
+    assert not list(out.rglob("*.tmp"))  # nothing half-written beside the records
+    # the killed run's staging folder is removed by a later run in the same folder, or stays hidden; a rerun
+    # skips every run and cleans up
+    assert main(["sweep", str(spec), "--cpus", "1", "--quiet"]) == 0
+    assert _records(out) == final
+    assert not list(out.rglob("*.partial"))
+
+
+def test_runs_go_to_ray_in_the_spec_order_grouped_by_model_within_an_entry(tmp_path):
+    from mibench.sweep.runner import submission_order
+
+    path = _spec(tmp_path, f"""
+version: 1
+output_dir: {tmp_path}
+tasks: [ioi]
+entries:
+  - {{name: first, models: [llama-tasks, gpt2-tasks], methods: [random, eap]}}
+  - {{name: second, models: [gpt2-tasks], methods: [random]}}
+""")
+    runs = _expand(path).runs
+    order = [(runs[i].entry, runs[i].model, runs[i].method) for i in submission_order(runs)]
+    assert order == [("first", "gpt2-tasks", "random"), ("first", "gpt2-tasks", "eap"),
+                     ("first", "llama-tasks", "random"), ("first", "llama-tasks", "eap"),
+                     ("second", "gpt2-tasks", "random")]
+
+
 @pytest.mark.slow
 def test_the_seed_of_a_run_reaches_the_method(tmp_path):
     """DAS through the sweep's run path: equal seeds give equal records, another seed another trained rotation."""

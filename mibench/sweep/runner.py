@@ -74,6 +74,17 @@ def start_ray(address: str | None, cpus: int | None):
     return ray
 
 
+def submission_order(runs: list[Run]) -> list[int]:
+    """Indices of ``runs`` in the order they are handed to Ray: the spec's entries in their order (a spec lists
+    what matters most first, so a sweep cut short has done that), and within an entry grouped by model and
+    device, so a worker that keeps its model reuses it run after run."""
+    entry_rank: dict[str, int] = {}
+    for run in runs:
+        entry_rank.setdefault(run.entry, len(entry_rank))
+    return sorted(range(len(runs)), key=lambda i: (entry_rank[runs[i].entry], runs[i].model,
+                                                   runs[i].options.device or "", i))
+
+
 def run_on_ray(runs: list[Run], *, address: str | None = None, cpus: int | None = None, retries: int = 1,
                on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Run every run on Ray and return their outcomes (in ``runs`` order). Ctrl-C cancels what is left."""
@@ -92,7 +103,7 @@ def run_on_ray(runs: list[Run], *, address: str | None = None, cpus: int | None 
             ref = task.options(num_cpus=run.threads, num_gpus=run.gpus, name=run.label).remote(run, cwd)
             pending[ref] = (i, time.perf_counter())
 
-        for i in sorted(range(len(runs)), key=lambda i: (runs[i].model, runs[i].options.device or "", i)):
+        for i in submission_order(runs):
             submit(i)
         try:
             while pending:
