@@ -61,7 +61,7 @@ def _all_prompts(example: Example):
 def test_card_loads_through_the_registry(task_id):
     task = load_task(task_id)
     card = task.card
-    assert card.id == task_id and task.version == "1.1"
+    assert card.id == task_id and task.version == "2.0"
     assert card.metric == "logit_difference"
     assert card.counterfactuals == ["random", "ones_carry"] and card.default_counterfactual == "random"
     assert card.official.hf_repo == f"mib-bench/{task_id}"
@@ -171,13 +171,22 @@ def test_carry_flips_enumerates_exactly_the_valid_flips():
 
 
 @pytest.mark.parametrize("task_id", TASKS)
-def test_problems_without_a_carry_flip_are_never_drawn(task_id):
-    for example in _split(task_id, "train"):
-        v = example.variables
-        if task_id == "arithmetic_addition":
-            assert v["op1_ones"] + v["op2_ones"] != 9
-        else:
-            assert v["op1_tens"] != v["op2_tens"] and v["op1_ones"] != v["op2_ones"]
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_problems_without_a_carry_flip_never_occur_in_any_prompt(task_id, split):
+    """The card's exclusion holds for every prompt, clean and counterfactual (``random`` included: before
+    version 2.0 its problems were drawn from every valid one, and 334 train addition counterparts had ones
+    digits summing to 9)."""
+    checked = 0
+    for example in _split(task_id, split):
+        for kind, prompt, _, _, _ in _all_prompts(example):
+            op1, _, op2 = _parse(prompt)
+            (t1, o1), (t2, o2) = divmod(op1, 10), divmod(op2, 10)
+            if task_id == "arithmetic_addition":
+                assert o1 + o2 != 9, (example.id, kind, prompt)
+            else:
+                assert t1 != t2 and o1 != o2, (example.id, kind, prompt)
+            checked += 1
+    assert checked == 3 * len(_split(task_id, split))
 
 
 # --------------------------------------------------------------- prompt shape

@@ -21,8 +21,10 @@ The causal model that recomputes these from the operand digits (and lets ``ones_
 
 Counterfactual kinds:
 
-* ``random``: an independent problem of the same operation whose result differs from the clean one
-  (an equal result would make the logit difference between the two answers identically zero).
+* ``random``: an independent problem of the task whose result differs from the clean one (an equal
+  result would make the logit difference between the two answers identically zero). It is drawn from the
+  same problems as the clean prompt, so it obeys the same exclusions below (before task version 2.0 it was
+  drawn from every valid problem, including those the card says never occur).
 * ``ones_carry``: the same tens digits; new ones digits, chosen uniformly among those that keep
   ``ones_out`` and flip ``ones_carry`` (and, for subtraction, keep ``op1 >= op2``). The result therefore
   moves by exactly 10. Problems with no such flip are never drawn: for addition those whose ones digits sum
@@ -177,10 +179,23 @@ def _leaves_digit_range(column: int) -> int:
     return int(not 0 <= column <= 9)
 
 
-def random_counterpart(problem: Problem, rng: random.Random) -> Problem:
-    """An independent problem of the same operation with a different result."""
+def sample_flippable(operation: Operation, rng: random.Random) -> tuple[Problem, tuple[Problem, ...]]:
+    """A problem drawn uniformly from those that admit a ``ones_carry`` counterfactual, and its flips.
+
+    Every problem of the task, clean or ``random`` counterpart, comes from here, so the task's problems are
+    one set: those the card describes (no addition whose ones digits sum to 9; no subtraction with equal tens
+    or equal ones digits). Rejection keeps the draw uniform over that set."""
     while True:
-        other = sample_problem(problem.operation, rng)
+        problem = sample_problem(operation, rng)
+        flips = carry_flips(problem)
+        if flips:
+            return problem, flips
+
+
+def random_counterpart(problem: Problem, rng: random.Random) -> Problem:
+    """An independent problem of the task (see :func:`sample_flippable`) with a different result."""
+    while True:
+        other, _ = sample_flippable(problem.operation, rng)
         if other.result != problem.result:
             return other
 
@@ -195,20 +210,12 @@ class ArithmeticTask(Task):
         return arithmetic_causal_model(self.card.id, self.operation)
 
     def draw(self, rng: random.Random) -> tuple[str, Example]:
-        problem, flips = self._problem_with_carry_flip(rng)
+        problem, flips = sample_flippable(self.operation, rng)
         counterfactuals = {
             "random": random_counterpart(problem, rng).counterfactual(),
             "ones_carry": rng.choice(flips).counterfactual(),
         }
         return problem.split_key, _example(problem, counterfactuals)
-
-    def _problem_with_carry_flip(self, rng: random.Random) -> tuple[Problem, tuple[Problem, ...]]:
-        """Redraw until the problem admits a ``ones_carry`` counterfactual (every example has every kind)."""
-        while True:
-            problem = sample_problem(self.operation, rng)
-            flips = carry_flips(problem)
-            if flips:
-                return problem, flips
 
 
 def _example(problem: Problem, counterfactuals: dict[str, Counterfactual]) -> Example:
