@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from functools import lru_cache
 
@@ -11,7 +12,14 @@ from mibench.data.example import Example
 from mibench.data.registry import load_task
 from mibench.data.splits import PRIVATE_SEED_ENV, SPLITS
 from mibench.data.tokenization import answer_token, check_aligned, role_positions
-from mibench.tasks.arithmetic.problems import ADDITION, SUBTRACTION, Problem, carry_flips
+from mibench.tasks.arithmetic.problems import (
+    ADDITION,
+    SUBTRACTION,
+    Problem,
+    carry_flips,
+    random_counterpart,
+    sample_problem,
+)
 
 TASKS = ("arithmetic_addition", "arithmetic_subtraction")
 OPERATORS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b}
@@ -187,6 +195,27 @@ def test_problems_without_a_carry_flip_never_occur_in_any_prompt(task_id, split)
                 assert t1 != t2 and o1 != o2, (example.id, kind, prompt)
             checked += 1
     assert checked == 3 * len(_split(task_id, split))
+
+
+@pytest.mark.parametrize("operation", [ADDITION, SUBTRACTION])
+def test_random_counterpart_replaces_only_problems_the_task_never_poses(operation):
+    """It advances the generator exactly as version 1.x's draw (any valid problem with another result) did, so
+    every clean prompt and ones_carry counterfactual of 2.0 is 1.x's; it keeps that draw unless it has no carry
+    flip, and then gives a problem that has one."""
+    replaced = 0
+    for seed in range(300):
+        problem = sample_problem(operation, random.Random(f"clean {seed}"))
+        ours, old = random.Random(seed), random.Random(seed)
+        counterpart = random_counterpart(problem, ours)
+        while (drawn := sample_problem(operation, old)).result == problem.result:
+            pass
+        assert ours.getstate() == old.getstate()
+        assert counterpart.result != problem.result and carry_flips(counterpart)
+        if carry_flips(drawn):
+            assert counterpart == drawn
+        else:
+            replaced += 1
+    assert replaced > 10
 
 
 # --------------------------------------------------------------- prompt shape

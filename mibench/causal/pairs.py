@@ -111,7 +111,8 @@ def build_pairs(examples: list[Example], kind: str, variable: str, causal_model:
             continue
         try:
             label = causal_model.interchange_label(example.variables, cf.variables, variable)
-            base_output, source_output = causal_model.output(example.variables), causal_model.output(cf.variables)
+            base_output = causal_model.output(example.variables)
+            source_output = causal_model.output(cf.variables)
         except CausalModelError:  # e.g. an official row whose counterfactual has no single answer
             dropped["the causal model cannot label the pair"] += 1
             continue

@@ -24,7 +24,8 @@ Counterfactual kinds:
 * ``random``: an independent problem of the task whose result differs from the clean one (an equal
   result would make the logit difference between the two answers identically zero). It is drawn from the
   same problems as the clean prompt, so it obeys the same exclusions below (before task version 2.0 it was
-  drawn from every valid problem, including those the card says never occur).
+  drawn from every valid problem, including those the card says never occur; 2.0 replaces exactly those
+  draws and leaves every other prompt as it was, see :func:`random_counterpart`).
 * ``ones_carry``: the same tens digits; new ones digits, chosen uniformly among those that keep
   ``ones_out`` and flip ``ones_carry`` (and, for subtraction, keep ``op1 >= op2``). The result therefore
   moves by exactly 10. Problems with no such flip are never drawn: for addition those whose ones digits sum
@@ -193,9 +194,25 @@ def sample_flippable(operation: Operation, rng: random.Random) -> tuple[Problem,
 
 
 def random_counterpart(problem: Problem, rng: random.Random) -> Problem:
-    """An independent problem of the task (see :func:`sample_flippable`) with a different result."""
+    """An independent problem of the task (see :func:`sample_flippable`) with a different result.
+
+    The draw from ``rng`` is the one task versions 1.x made (any valid problem with another result), so
+    ``rng`` advances exactly as it did then and every clean problem and ``ones_carry`` counterfactual of every
+    split is unchanged. Only a draw the task never poses (no carry flip) is replaced, by a draw from a side
+    stream seeded with the two problems. Both draws are uniform over the task's problems with another
+    result, so their mixture is too."""
+    candidate = _with_other_result(problem, lambda: sample_problem(problem.operation, rng))
+    if carry_flips(candidate):
+        return candidate
+    problems = f"{problem.op1} {problem.operation.word} {problem.op2}: instead of {candidate.op1}, {candidate.op2}"
+    side = random.Random(problems)  # str seeds hash deterministically
+    return _with_other_result(problem, lambda: sample_flippable(problem.operation, side)[0])
+
+
+def _with_other_result(problem: Problem, draw: Callable[[], Problem]) -> Problem:
+    """The first drawn problem whose result differs from ``problem``'s."""
     while True:
-        other, _ = sample_flippable(problem.operation, rng)
+        other = draw()
         if other.result != problem.result:
             return other
 
