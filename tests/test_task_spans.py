@@ -52,7 +52,8 @@ def _ioi_clean(prompt: str, v: dict) -> dict[str, tuple[int, int]]:
     """Every IOI role by the card's definitions, from the prompt's own names and giver: N1/N2 the first
     clause's names in order, S2 the giver's last mention, IO the first mention of the name the giver does
     not repeat (the indirect object, the answer) and S1 the first mention of the one it repeats (the
-    subject). ``abc``'s giver repeats neither name; its spans are checked against the clean prompt's."""
+    subject). ``abc``'s giver repeats neither name; its spans are checked against the clean prompt's. The
+    recorded output variables (the causal labels' ingredients) are checked against the same definitions."""
     first = _first_word(prompt, v["names"][0])
     second = re.compile(rf"\b{v['names'][1]}\b").search(prompt, first[1]).span()
     giver = [m.span() for m in re.finditer(rf"\b{v['giver']}\b", prompt)][-1]
@@ -60,6 +61,8 @@ def _ioi_clean(prompt: str, v: dict) -> dict[str, tuple[int, int]]:
     if v["giver"] not in v["names"]:
         return spans
     io = next(name for name in v["names"] if name != v["giver"])
+    # the card's output variables on this prompt: the name not repeated, and its slot
+    assert (v["output_token"], v["output_position"]) == (io, v["names"].index(io)), (prompt, v)
     return {**spans, "IO": _first_word(prompt, io), "S1": _first_word(prompt, v["giver"])}
 
 
