@@ -8,6 +8,8 @@ on one token only, so the filter's decisions can be stated in advance.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -139,6 +141,50 @@ def test_keep_filter_keeps_pairs_whose_base_and_source_the_model_answers(digit_t
     assert len(filter_correct(pairs, perfect, base_answers=own_answers(examples, pairs, digit_tokenizer))) == len(pairs)
     on_labels = answers_correct(perfect, pairs.base)  # teacher-forced labels: right exactly where label == answer
     assert on_labels.tolist() == [label == e.answer for label, e in zip(pairs.labels, examples)]
+
+
+def test_keep_filter_follows_the_causal_model_not_the_answer_strings(digit_tokenizer, addition):
+    """Hand-built pairs whose answer strings disagree with the causal model: the base's string on one, the
+    source's on another. The filter holds the model to the causal model's output, so a model that says what
+    the causal model says keeps every pair, and one that says the strings loses exactly the two."""
+    causal_model, examples = addition
+    examples = examples[:6]
+    wrong = {e.prompt: f" {int(e.answer) + 1}" for e in examples}  # never the causal model's output
+    base_off = dataclasses.replace(examples[0], answer=wrong[examples[0].prompt])
+    source = examples[1].counterfactual("random")
+    source_off = dataclasses.replace(examples[1], counterfactuals={
+        **examples[1].counterfactuals, "random": dataclasses.replace(source, answer=f" {int(source.answer) + 1}")})
+    hand_built = [base_off, source_off, *examples[2:]]
+    assert base_off.answer != causal_model.output(base_off.variables)
+    assert source_off.counterfactual("random").answer != causal_model.output(source.variables)
+
+    pairs = build_pairs(hand_built, "random", "ones_carry", causal_model, digit_tokenizer, ["END"])
+    assert len(pairs) == len(hand_built)
+    assert pairs.base_outputs == [causal_model.output(e.variables) for e in hand_built]
+    causal = {}
+    strings = {}
+    for e in hand_built:
+        cf = e.counterfactual("random")
+        causal |= {e.prompt: causal_model.output(e.variables), cf.prompt: causal_model.output(cf.variables)}
+        strings |= {e.prompt: e.answer, cf.prompt: cf.answer}
+    base_answers = own_answers(hand_built, pairs, digit_tokenizer)
+
+    follows_causal_model = LookupModel(digit_tokenizer, causal, set())
+    kept = filter_correct(pairs, follows_causal_model, base_answers=base_answers)
+    assert kept.example_ids == [e.id for e in hand_built] and +kept.dropped == {}
+
+    says_the_strings = LookupModel(digit_tokenizer, strings, set())
+    kept = filter_correct(pairs, says_the_strings, base_answers=base_answers)
+    assert kept.example_ids == [e.id for e in hand_built[2:]]
+    assert kept.dropped == {"model wrong on base": 1, "model wrong on source": 1}
+
+
+def test_own_answers_refuses_pairs_without_the_causal_models_base_outputs(digit_tokenizer, addition):
+    causal_model, examples = addition
+    pairs = build_pairs(examples, "random", "ones_carry", causal_model, digit_tokenizer, ["END"])
+    pairs.base_outputs = []
+    with pytest.raises(ValueError, match="causal model's output"):
+        own_answers(examples, pairs, digit_tokenizer)
 
 
 # ------------------------------------------------------------------------------------------- end to end

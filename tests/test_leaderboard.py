@@ -122,7 +122,7 @@ def test_tables_rank_per_column_and_mark_the_best(records, tmp_path):
     assert "| random | invariant | 0.010 ± 0.010 |  |  |" in markdown
     assert "| method | positions | ioi / gpt2-tasks |" in markdown
     assert "### CPR (higher is better)" in markdown and "### CMD (lower is better)" in markdown
-    assert "ioi@1|test|s2_io_flip|scorer@" in markdown
+    assert "ioi@2|test|s2_io_flip|scorer@" in markdown
 
     latex = (out / "leaderboard.tex").read_text()
     assert r"\textbf{0.700 $\pm$ 0.010}" in latex and r"ioi / gpt2-tasks" in latex and r"eap-ig-inputs" in latex

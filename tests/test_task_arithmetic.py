@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from functools import lru_cache
 
@@ -11,7 +12,14 @@ from mibench.data.example import Example
 from mibench.data.registry import load_task
 from mibench.data.splits import PRIVATE_SEED_ENV, SPLITS
 from mibench.data.tokenization import answer_token, check_aligned, role_positions
-from mibench.tasks.arithmetic.problems import ADDITION, SUBTRACTION, Problem, carry_flips
+from mibench.tasks.arithmetic.problems import (
+    ADDITION,
+    SUBTRACTION,
+    Problem,
+    carry_flips,
+    random_counterpart,
+    sample_problem,
+)
 
 TASKS = ("arithmetic_addition", "arithmetic_subtraction")
 OPERATORS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b}
@@ -61,7 +69,7 @@ def _all_prompts(example: Example):
 def test_card_loads_through_the_registry(task_id):
     task = load_task(task_id)
     card = task.card
-    assert card.id == task_id and task.version == "1.1"
+    assert card.id == task_id and task.version == "2.0"
     assert card.metric == "logit_difference"
     assert card.counterfactuals == ["random", "ones_carry"] and card.default_counterfactual == "random"
     assert card.official.hf_repo == f"mib-bench/{task_id}"
@@ -171,13 +179,43 @@ def test_carry_flips_enumerates_exactly_the_valid_flips():
 
 
 @pytest.mark.parametrize("task_id", TASKS)
-def test_problems_without_a_carry_flip_are_never_drawn(task_id):
-    for example in _split(task_id, "train"):
-        v = example.variables
-        if task_id == "arithmetic_addition":
-            assert v["op1_ones"] + v["op2_ones"] != 9
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_problems_without_a_carry_flip_never_occur_in_any_prompt(task_id, split):
+    """The card's exclusion holds for every prompt, clean and counterfactual (``random`` included: before
+    version 2.0 its problems were drawn from every valid one, and 334 train addition counterparts had ones
+    digits summing to 9)."""
+    checked = 0
+    for example in _split(task_id, split):
+        for kind, prompt, _, _, _ in _all_prompts(example):
+            op1, _, op2 = _parse(prompt)
+            (t1, o1), (t2, o2) = divmod(op1, 10), divmod(op2, 10)
+            if task_id == "arithmetic_addition":
+                assert o1 + o2 != 9, (example.id, kind, prompt)
+            else:
+                assert t1 != t2 and o1 != o2, (example.id, kind, prompt)
+            checked += 1
+    assert checked == 3 * len(_split(task_id, split))
+
+
+@pytest.mark.parametrize("operation", [ADDITION, SUBTRACTION])
+def test_random_counterpart_replaces_only_problems_the_task_never_poses(operation):
+    """It advances the generator exactly as version 1.x's draw (any valid problem with another result) did, so
+    every clean prompt and ones_carry counterfactual of 2.0 is 1.x's; it keeps that draw unless it has no carry
+    flip, and then gives a problem that has one."""
+    replaced = 0
+    for seed in range(300):
+        problem = sample_problem(operation, random.Random(f"clean {seed}"))
+        ours, old = random.Random(seed), random.Random(seed)
+        counterpart = random_counterpart(problem, ours)
+        while (drawn := sample_problem(operation, old)).result == problem.result:
+            pass
+        assert ours.getstate() == old.getstate()
+        assert counterpart.result != problem.result and carry_flips(counterpart)
+        if carry_flips(drawn):
+            assert counterpart == drawn
         else:
-            assert v["op1_tens"] != v["op2_tens"] and v["op1_ones"] != v["op2_ones"]
+            replaced += 1
+    assert replaced > 10
 
 
 # --------------------------------------------------------------- prompt shape

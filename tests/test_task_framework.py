@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from mibench.data.card import TaskCardError, load_card
+from mibench.data.card import TaskCardError, load_card, trained_version_accepted
 from mibench.data.example import Counterfactual, Example
 from mibench.data.registry import UnknownTaskError, get_card, list_cards, load_task
 from mibench.data.splits import PRIVATE_SEED_ENV, SPLITS, partition_of
@@ -42,12 +42,27 @@ def test_card_loads_and_versions_are_integer_pairs(tmp_path):
     ({"entry": "not an import path"}, "entry"),
     ({"metric": None}, "metric"),
     ({"colour": "blue"}, "colour"),
+    ({"same_task_since": '"1.1"'}, "same_task_since"),     # newer than the card's version 1.0
+    ({"same_task_since": "1.0"}, "same_task_since"),
 ])
 def test_malformed_cards_name_the_file_and_field(tmp_path, overrides, field):
     path = _write_card(tmp_path, **overrides)
     with pytest.raises(TaskCardError) as info:
         load_card(path)
     assert str(path) in str(info.value) and field in str(info.value)
+
+
+def test_a_model_trained_on_an_older_version_is_accepted_only_since_the_same_task(tmp_path):
+    """same_task_since states which older versions taught the same task (e.g. 2.0 only moved spans)."""
+    card = load_card(_write_card(tmp_path, version='"2.1"', same_task_since='"1.2"',
+                                 changelog='{"2.0": spans follow each prompt}'))
+    assert card.changelog == {"2.0": "spans follow each prompt"}
+    accepted = {v: trained_version_accepted(card, v) for v in ("1.1", "1.2", "1.9", "2.0", "2.1", "2.2", "3.0")}
+    assert accepted == {"1.1": False, "1.2": True, "1.9": True, "2.0": True, "2.1": True, "2.2": False, "3.0": False}
+    default = load_card(_write_card(tmp_path, version='"2.1"'))  # no field: only the current major
+    assert [trained_version_accepted(default, v) for v in ("1.9", "2.0", "2.1")] == [False, True, True]
+    with pytest.raises(ValueError, match="not 'X.Y'"):
+        trained_version_accepted(card, "2")
 
 
 # --------------------------------------------------------------- registry

@@ -12,7 +12,8 @@ from functools import lru_cache
 import pytest
 import torch
 
-from mibench.data.registry import load_task
+from mibench.data.card import trained_version_accepted
+from mibench.data.registry import get_card, load_task
 from mibench.data.tokenization import answer_token, encode
 from mibench.engine import PatchingEngine
 from mibench.models.loading import load_model
@@ -22,6 +23,7 @@ from mibench.zoo.catalog import (
     ZOO_DIR,
     is_zoo_model,
     list_models,
+    list_planted,
     model_path,
     zoo_model,
 )
@@ -68,6 +70,18 @@ def test_catalog_lists_a_gpt2_and_a_gqa_llama_model_within_the_size_budget():
         assert m.parameters > 0 and m.layers >= 1 and m.width > 0
         assert set(TASKS) <= set(m.accuracy), f"{m.name} card lacks tasks"
         assert m.summary()["name"] == m.name
+
+
+def test_every_shipped_model_was_trained_on_a_version_of_the_current_task():
+    """Each task version a zoo_card.json records (task-suite and planted models) teaches the task its card
+    describes now (``same_task_since``): models are not retrained for a major version that changed only how
+    the benchmark probes them (IOI 2.0's spans, arithmetic 2.0's random counterparts)."""
+    for model in [*list_models(), *list_planted()]:
+        trained = model.card["tasks"]
+        assert set(model.accuracy) <= set(trained), model.name
+        for task_id, version in trained.items():
+            card = get_card(task_id)
+            assert trained_version_accepted(card, version), (model.name, task_id, version, str(card.version))
 
 
 def test_unknown_zoo_name_is_refused_with_the_available_names():

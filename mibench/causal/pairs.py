@@ -11,8 +11,10 @@ span), so a role that moves between base and source is still aligned by meaning,
 is on the right, so these are the unpadded indices.
 
 Filtering follows MIB: a pair is kept only if the unmodified model answers both its base and its source
-prompt correctly (each with its own causal-model output), since an intervention cannot be judged on a
-model that does not perform the task.
+prompt correctly, since an intervention cannot be judged on a model that does not perform the task.
+"Correctly" means the *causal model's* output on that prompt (``CausalModel.output`` of its recorded
+variables), not the answer string the data carries: the filter asks whether the model implements the
+algorithm being localised. On the procedural data the two agree; official rows or hand-made pairs may not.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class PairSet:
     example_ids: list[str]
     labels: list[str]
     dropped: Counter = field(default_factory=Counter)
+    #: The causal model's output on each unmodified base prompt (what :func:`own_answers` checks the model
+    #: against); empty for a set built by hand without a causal model.
+    base_outputs: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -69,7 +74,8 @@ class PairSet:
         return PairSet(self.kind, self.base.select(rows), self.source.select(rows),
                        {r: p[rows] for r, p in self.base_positions.items()},
                        {r: p[rows] for r, p in self.source_positions.items()},
-                       [self.example_ids[i] for i in keep], [self.labels[i] for i in keep], Counter(self.dropped))
+                       [self.example_ids[i] for i in keep], [self.labels[i] for i in keep], Counter(self.dropped),
+                       [self.base_outputs[i] for i in keep] if self.base_outputs else [])
 
     @staticmethod
     def concatenate(sets: list[PairSet], kind: str) -> PairSet:
@@ -82,14 +88,18 @@ class PairSet:
             {r: torch.cat([s.base_positions[r] for s in sets]) for r in sets[0].base_positions},
             {r: torch.cat([s.source_positions[r] for s in sets]) for r in sets[0].source_positions},
             [i for s in sets for i in s.example_ids], [lab for s in sets for lab in s.labels], dropped,
+            [out for s in sets for out in s.base_outputs] if all(len(s.base_outputs) == len(s) for s in sets) else [],
         )
 
 
 def build_pairs(examples: list[Example], kind: str, variable: str, causal_model: CausalModel, tokenizer,
                 roles: list[str]) -> PairSet:
     """Pairs of ``kind`` with their interchange labels; pairs that cannot be tokenised are dropped and
-    counted (e.g. a label the tokenizer does not know)."""
-    bases, sources, labels, ids = [], [], [], []
+    counted (e.g. a label the tokenizer does not know).
+
+    The source sequence carries the causal model's output on the source prompt, and ``base_outputs`` its
+    output on the base: the answers the keep-filter (:func:`filter_correct`) holds the model to."""
+    bases, sources, labels, ids, base_outputs = [], [], [], [], []
     base_pos: dict[str, list[int]] = {r: [] for r in roles}
     source_pos: dict[str, list[int]] = {r: [] for r in roles}
     dropped: Counter = Counter()
@@ -101,6 +111,8 @@ def build_pairs(examples: list[Example], kind: str, variable: str, causal_model:
             continue
         try:
             label = causal_model.interchange_label(example.variables, cf.variables, variable)
+            base_output = causal_model.output(example.variables)
+            source_output = causal_model.output(cf.variables)
         except CausalModelError:  # e.g. an official row whose counterfactual has no single answer
             dropped["the causal model cannot label the pair"] += 1
             continue
@@ -110,7 +122,8 @@ def build_pairs(examples: list[Example], kind: str, variable: str, causal_model:
             continue
         try:
             base = _answered(tokenizer, example.prompt, label)
-            source = _answered(tokenizer, cf.prompt, cf.answer)
+            source = _answered(tokenizer, cf.prompt, source_output)
+            _answer_ids(tokenizer, base_output)  # the filter reads it (own_answers)
             b_roles = role_positions(tokenizer, example.prompt, {r: example.spans[r] for r in roles})
             s_roles = role_positions(tokenizer, cf.prompt, {r: cf.spans[r] for r in roles})
         except TokenizationError:
@@ -120,6 +133,7 @@ def build_pairs(examples: list[Example], kind: str, variable: str, causal_model:
         sources.append(source)
         labels.append(label)
         ids.append(example.id)
+        base_outputs.append(base_output)
         for r in roles:
             base_pos[r].append(b_roles[r][-1])
             source_pos[r].append(s_roles[r][-1])
@@ -127,15 +141,15 @@ def build_pairs(examples: list[Example], kind: str, variable: str, causal_model:
         raise TokenizationError(f"no {kind!r} pair of {len(examples)} examples could be tokenised ({dict(dropped)})")
     return PairSet(kind, _pad(bases, pad), _pad(sources, pad),
                    {r: torch.tensor(v) for r, v in base_pos.items()},
-                   {r: torch.tensor(v) for r, v in source_pos.items()}, ids, labels, dropped)
+                   {r: torch.tensor(v) for r, v in source_pos.items()}, ids, labels, dropped, base_outputs)
 
 
 def filter_correct(pairs: PairSet, runner: ResidualRunner, *, source_answers: Sequences | None = None,
                    base_answers: Sequences | None = None, batch_size: int = 64) -> PairSet:
     """Keep pairs whose base and source the unmodified model answers correctly (MIB's filter).
 
-    ``base_answers`` are the base prompts with their *own* answers (not the interchange labels); the
-    source sequences already carry the source's own answer.
+    ``base_answers`` are the base prompts with the causal model's output on them (:func:`own_answers`; not
+    the interchange labels); the source sequences already carry the causal model's output on the source.
     """
     source_ok = answers_correct(runner, source_answers or pairs.source, batch_size)
     base_ok = answers_correct(runner, base_answers, batch_size) if base_answers is not None else torch.ones_like(source_ok)
@@ -147,10 +161,15 @@ def filter_correct(pairs: PairSet, runner: ResidualRunner, *, source_answers: Se
 
 
 def own_answers(examples: list[Example], pairs: PairSet, tokenizer) -> Sequences:
-    """The base prompts of ``pairs`` followed by their own answers (for filtering)."""
+    """The base prompts of ``pairs`` followed by the causal model's output on each (for filtering), as
+    :func:`build_pairs` recorded it in ``pairs.base_outputs``."""
+    if len(pairs.base_outputs) != len(pairs):
+        raise ValueError("own_answers needs pairs built by build_pairs (they record the causal model's output "
+                         "on each base prompt)")
     by_id = {e.id: e for e in examples}
     pad = pad_token_id(tokenizer)
-    return _pad([_answered(tokenizer, by_id[i].prompt, by_id[i].answer) for i in pairs.example_ids], pad)
+    return _pad([_answered(tokenizer, by_id[i].prompt, output) for i, output in zip(pairs.example_ids,
+                                                                                     pairs.base_outputs)], pad)
 
 
 @torch.no_grad()
@@ -173,11 +192,16 @@ def predictions_match(logits: Tensor, answer_ids: Tensor, answer_mask: Tensor) -
 # ---------------------------------------------------------------------------------------------- helpers
 def _answered(tokenizer, prompt: str, answer: str) -> tuple[list[int], int, list[int]]:
     prompt_ids = encode(tokenizer, prompt)
+    answer_ids = _answer_ids(tokenizer, answer)
+    return prompt_ids + answer_ids[:-1], len(prompt_ids), answer_ids
+
+
+def _answer_ids(tokenizer, answer: str) -> list[int]:
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     unk = getattr(tokenizer, "unk_token_id", None)
     if not answer_ids or (unk is not None and unk in answer_ids):
         raise TokenizationError(f"answer {answer!r} is not in the tokenizer's vocabulary")
-    return prompt_ids + answer_ids[:-1], len(prompt_ids), answer_ids
+    return answer_ids
 
 
 def _pad(items: list[tuple[list[int], int, list[int]]], pad: int) -> Sequences:

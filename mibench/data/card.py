@@ -3,6 +3,12 @@
 Versions are strict integer pairs ``"X.Y"``: X changes whenever any score could change (data, splits,
 counterfactual construction, labels, metric); Y for interface changes that leave scores unchanged. The
 leaderboard never compares rows whose task X differs.
+
+A major version does not always change the task a model is *taught*: 2.0 of IOI moved counterfactual spans
+and 2.0 of arithmetic redrew some ``random`` counterparts, while every clean prompt and answer stayed the
+same. ``same_task_since`` says so explicitly: a model trained on any version from it on (the version a zoo
+model's ``zoo_card.json`` records under ``tasks``) is a model of this version's task and is evaluated on it
+without retraining (:func:`trained_version_accepted`). Without the field only the current major qualifies.
 """
 
 from __future__ import annotations
@@ -104,8 +110,12 @@ class TaskCard(BaseModel):
     official: OfficialDataset | None = None
     causal: CausalSpec | None = None
     span_schema: SpanSchema | None = None
+    same_task_since: TaskVersion | None = Field(
+        default=None, description="oldest version whose clean prompts and answers (what a model is trained to "
+                                  "do) are this version's; models trained on it or later stay valid")
+    changelog: dict[str, str] = Field(default_factory=dict, description="version -> what changed and why")
 
-    @field_validator("version", mode="before")
+    @field_validator("version", "same_task_since", mode="before")
     @classmethod
     def _parse_version(cls, value: Any) -> Any:
         if isinstance(value, str) and re.fullmatch(r"\d+\.\d+", value):
@@ -148,6 +158,12 @@ class TaskCard(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _same_task_since_is_not_newer(self) -> "TaskCard":
+        if self.same_task_since is not None and _order(self.same_task_since) > _order(self.version):
+            raise ValueError(f"same_task_since: {self.same_task_since} is newer than the card's version {self.version}")
+        return self
+
+    @model_validator(mode="after")
     def _anchors_are_roles(self) -> "TaskCard":
         if self.span_schema is not None:
             unknown = [a for a in self.span_schema.anchors if a not in self.schema_roles]
@@ -155,6 +171,21 @@ class TaskCard(BaseModel):
                 raise ValueError(f"span_schema.anchors: {unknown} are not roles of the card's schema "
                                  f"({list(self.schema_roles)})")
         return self
+
+
+def trained_version_accepted(card: TaskCard, trained: str) -> bool:
+    """Whether a model trained on version ``trained`` of ``card``'s task is a model of the current version:
+    ``trained`` is not newer than the card and not older than ``same_task_since`` (default: the current
+    major, ``X.0``). Raises ``ValueError`` for a version that is not ``"X.Y"``."""
+    if not re.fullmatch(r"\d+\.\d+", trained):
+        raise ValueError(f"task version {trained!r} is not 'X.Y'")
+    since = card.same_task_since or TaskVersion(comparability=card.version.comparability, interface=0)
+    version = tuple(int(part) for part in trained.split("."))
+    return _order(since) <= version <= _order(card.version)
+
+
+def _order(version: TaskVersion) -> tuple[int, int]:
+    return version.comparability, version.interface
 
 
 def load_card(path: str | Path) -> TaskCard:

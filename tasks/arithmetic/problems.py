@@ -21,8 +21,11 @@ The causal model that recomputes these from the operand digits (and lets ``ones_
 
 Counterfactual kinds:
 
-* ``random``: an independent problem of the same operation whose result differs from the clean one
-  (an equal result would make the logit difference between the two answers identically zero).
+* ``random``: an independent problem of the task whose result differs from the clean one (an equal
+  result would make the logit difference between the two answers identically zero). It is drawn from the
+  same problems as the clean prompt, so it obeys the same exclusions below (before task version 2.0 it was
+  drawn from every valid problem, including those the card says never occur; 2.0 replaces exactly those
+  draws and leaves every other prompt as it was, see :func:`random_counterpart`).
 * ``ones_carry``: the same tens digits; new ones digits, chosen uniformly among those that keep
   ``ones_out`` and flip ``ones_carry`` (and, for subtraction, keep ``op1 >= op2``). The result therefore
   moves by exactly 10. Problems with no such flip are never drawn: for addition those whose ones digits sum
@@ -177,10 +180,39 @@ def _leaves_digit_range(column: int) -> int:
     return int(not 0 <= column <= 9)
 
 
-def random_counterpart(problem: Problem, rng: random.Random) -> Problem:
-    """An independent problem of the same operation with a different result."""
+def sample_flippable(operation: Operation, rng: random.Random) -> tuple[Problem, tuple[Problem, ...]]:
+    """A problem drawn uniformly from those that admit a ``ones_carry`` counterfactual, and its flips.
+
+    Every problem of the task, clean or ``random`` counterpart, comes from here, so the task's problems are
+    one set: those the card describes (no addition whose ones digits sum to 9; no subtraction with equal tens
+    or equal ones digits). Rejection keeps the draw uniform over that set."""
     while True:
-        other = sample_problem(problem.operation, rng)
+        problem = sample_problem(operation, rng)
+        flips = carry_flips(problem)
+        if flips:
+            return problem, flips
+
+
+def random_counterpart(problem: Problem, rng: random.Random) -> Problem:
+    """An independent problem of the task (see :func:`sample_flippable`) with a different result.
+
+    The draw from ``rng`` is the one task versions 1.x made (any valid problem with another result), so
+    ``rng`` advances exactly as it did then and every clean problem and ``ones_carry`` counterfactual of every
+    split is unchanged. Only a draw the task never poses (no carry flip) is replaced, by a draw from a side
+    stream seeded with the two problems. Both draws are uniform over the task's problems with another
+    result, so their mixture is too."""
+    candidate = _with_other_result(problem, lambda: sample_problem(problem.operation, rng))
+    if carry_flips(candidate):
+        return candidate
+    problems = f"{problem.op1} {problem.operation.word} {problem.op2}: instead of {candidate.op1}, {candidate.op2}"
+    side = random.Random(problems)  # str seeds hash deterministically
+    return _with_other_result(problem, lambda: sample_flippable(problem.operation, side)[0])
+
+
+def _with_other_result(problem: Problem, draw: Callable[[], Problem]) -> Problem:
+    """The first drawn problem whose result differs from ``problem``'s."""
+    while True:
+        other = draw()
         if other.result != problem.result:
             return other
 
@@ -195,20 +227,12 @@ class ArithmeticTask(Task):
         return arithmetic_causal_model(self.card.id, self.operation)
 
     def draw(self, rng: random.Random) -> tuple[str, Example]:
-        problem, flips = self._problem_with_carry_flip(rng)
+        problem, flips = sample_flippable(self.operation, rng)
         counterfactuals = {
             "random": random_counterpart(problem, rng).counterfactual(),
             "ones_carry": rng.choice(flips).counterfactual(),
         }
         return problem.split_key, _example(problem, counterfactuals)
-
-    def _problem_with_carry_flip(self, rng: random.Random) -> tuple[Problem, tuple[Problem, ...]]:
-        """Redraw until the problem admits a ``ones_carry`` counterfactual (every example has every kind)."""
-        while True:
-            problem = sample_problem(self.operation, rng)
-            flips = carry_flips(problem)
-            if flips:
-                return problem, flips
 
 
 def _example(problem: Problem, counterfactuals: dict[str, Counterfactual]) -> Example:

@@ -75,28 +75,36 @@ class IOITask(Task):
         place, obj = rng.choice(PLACES), rng.choice(OBJECTS)
         io_first = rng.random() < 0.5
 
-        def sentence(io_name: str, s_name: str, giver: str, io_is_first: bool) -> tuple[str, dict, dict]:
-            """Prompt, spans, and the slot variables the causal model reads (``names``, ``giver``)."""
-            first, second = (io_name, s_name) if io_is_first else (s_name, io_name)
+        def sentence(first: str, second: str, giver: str) -> tuple[str, dict, dict]:
+            """Prompt, spans, and the slot variables the causal model reads (``names``, ``giver``).
+
+            Roles follow *this* prompt, not the clean one: the subject is the name the giver repeats, so in
+            ``s2_io_flip`` (the clean IO gives) IO marks the clean subject. Only ``abc``, whose giver repeats
+            neither name, has no subject of its own; its first clause is the clean one, so IO and S1 keep the
+            clean roles' words."""
             text, slots = ioi_prompt(template, first, second, giver, place, obj)
-            io_slot, s_slot = ("N1", "N2") if io_is_first else ("N2", "N1")
+            subject = giver if giver in (first, second) else s
+            s_slot, io_slot = ("N1", "N2") if first == subject else ("N2", "N1")
             spans = {"IO": slots[io_slot], "S1": slots[s_slot], "S2": slots["S2"], "END": last_word_span(text),
                      "N1": slots["N1"], "N2": slots["N2"]}
             return text, spans, slot_variables(first, second, giver)
+
+        def in_order(io_name: str, s_name: str, io_is_first: bool) -> tuple[str, str]:
+            return (io_name, s_name) if io_is_first else (s_name, io_name)
 
         def variables(answer: str, first: str) -> dict:
             return {"output_token": answer, "output_position": 0 if answer == first else 1}
 
         first_name = io if io_first else s
-        prompt, spans, slots = sentence(io, s, s, io_first)
+        prompt, spans, slots = sentence(*in_order(io, s, io_first), s)
         flipped_first = s if io_first else io
 
-        s2_prompt, s2_spans, s2_slots = sentence(io, s, io, io_first)  # giver is now IO: answer S
-        s1_prompt, s1_spans, s1_slots = sentence(io, s, s, not io_first)
-        both_prompt, both_spans, both_slots = sentence(io, s, io, not io_first)
-        abc_prompt, abc_spans, abc_slots = sentence(io, s, other, io_first)
+        s2_prompt, s2_spans, s2_slots = sentence(*in_order(io, s, io_first), io)  # giver is now IO: answer S
+        s1_prompt, s1_spans, s1_slots = sentence(*in_order(io, s, not io_first), s)
+        both_prompt, both_spans, both_slots = sentence(*in_order(io, s, not io_first), io)
+        abc_prompt, abc_spans, abc_slots = sentence(*in_order(io, s, io_first), other)
         new_io, new_s, _ = rng.sample([n for n in NAMES if n not in (io, s)], 3)
-        random_prompt, random_spans, random_slots = sentence(new_io, new_s, new_s, io_first)
+        random_prompt, random_spans, random_slots = sentence(*in_order(new_io, new_s, io_first), new_s)
 
         counterfactuals = {
             "s2_io_flip": Counterfactual(s2_prompt, " " + s, {**variables(s, first_name), **s2_slots}, s2_spans),
