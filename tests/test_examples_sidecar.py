@@ -190,6 +190,19 @@ def test_the_sidecar_must_belong_to_its_record(tmp_path):
         record_examples(no_baseline, tmp_path)
     with pytest.raises(ExamplesFileError, match="a causal-track record"):
         record_examples(SimpleNamespace(**{**vars(record), "track": "causal"}), tmp_path)
+    causal = SimpleNamespace(track="causal", artifacts={"examples": "c.safetensors"}, sites=[1, 2],
+                             task=SimpleNamespace(data_hash="h", test_pairs={"a": 2, "b": 1}, counterfactuals=["a", "b"]))
+    write_examples(tmp_path / "c.safetensors", "causal", "h", {"correct": np.ones((2, 3)), "kind": [0, 0, 1]},
+                   kinds=["a", "b"])
+    assert record_examples(causal, tmp_path)[1]["correct"].shape == (2, 3)
+    for change, field in [({"counterfactuals": ["b", "a"]}, "__metadata__.kinds"),
+                          ({"test_pairs": {"a": 2, "b": 2}}, "__metadata__.n")]:
+        other = SimpleNamespace(**{**vars(causal), "task": SimpleNamespace(**{**vars(causal.task), **change})})
+        with pytest.raises(ExamplesFileError) as caught:
+            record_examples(other, tmp_path)
+        assert caught.value.field == field
+    with pytest.raises(ExamplesFileError, match="3 sites"):
+        record_examples(SimpleNamespace(**{**vars(causal), "sites": [1, 2, 3]}), tmp_path)
     with pytest.raises(ExamplesFileError, match="inside the record's folder"):
         record_examples(SimpleNamespace(**{**vars(record), "artifacts": {"examples": "../x.safetensors"}}), tmp_path)
 

@@ -209,6 +209,9 @@ def record_examples(record, folder: str | os.PathLike[str]) -> tuple[dict[str, s
                                     if "baseline" in arrays else "missing, but the record has a baseline curve")
     else:
         expected_n, rows = sum(record.task.test_pairs.values()), len(record.sites)
+        if "kinds" in metadata and json.loads(metadata["kinds"]) != list(record.task.counterfactuals):
+            raise ExamplesFileError(path, "__metadata__.kinds", f"is {metadata['kinds']}, but the record's "
+                                    f"task.counterfactuals are {list(record.task.counterfactuals)}")
         if arrays["correct"].shape[0] != rows:
             raise ExamplesFileError(path, "correct", f"{arrays['correct'].shape[0]} rows, but the record has "
                                     f"{rows} sites")
