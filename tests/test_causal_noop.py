@@ -88,6 +88,7 @@ def test_recorded_floor_equals_the_iia_of_an_intervention_that_swaps_no_feature(
     record = read_causal_record(path)
     floor = record.metrics.noop_iia
     assert floor is not None and 0.0 <= floor <= 1.0
+    assert record.metrics.cause_isolate is None  # MCQA defines no cause / isolate pairs
 
     # the same kept pairs, scored with an intervention that swaps none of the identity's features
     loaded, task = load_model(MODEL), load_task("mcqa")
