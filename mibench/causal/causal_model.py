@@ -12,10 +12,11 @@ counterfactual input, fix it in the base input, and run the remaining mechanisms
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from mibench.data.example import Example
 from mibench.errors import MibenchError, UnknownNameError, close_matches
 
 OUTPUT = "raw_output"
@@ -25,6 +26,21 @@ Mechanism = Callable[[Mapping[str, Any]], Any]
 
 class CausalModelError(MibenchError, ValueError):
     """A causal model that cannot run on an input (a missing input variable, an unknown target)."""
+
+
+class CauseIsolateView(Protocol):
+    """A task's definition of RAVEL-style cause and isolate pairs (scored by :mod:`mibench.causal.isolation`)."""
+
+    #: says which examples a run evaluates (e.g. "MIB's rebalanced mix: ..."), copied into the record
+    examples: str
+
+    def evaluated_examples(self, examples: Sequence[Example], variable: str) -> list[Example]:
+        """The examples a run localising ``variable`` trains and tests on (a subset of ``examples``)."""
+        ...
+
+    def is_cause(self, base: Mapping[str, Any], variable: str) -> bool:
+        """Whether a pair with base variables ``base`` is a cause pair for ``variable`` (else: isolate)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,8 @@ class CausalModel:
         mechanisms: ``{variable: function(values) -> value}``; each function may read inputs and any
             variable listed before it. Must include :data:`OUTPUT`.
         targets: variables a featurizer can be asked to localise (``--variable``), with a description.
+        cause_isolate: optional; a task that defines cause and isolate pairs (RAVEL) gets them scored next
+            to IIA, on the examples it chooses (:mod:`mibench.causal.isolation`).
     """
 
     task_id: str
@@ -44,6 +62,7 @@ class CausalModel:
     mechanisms: dict[str, Mechanism]
     targets: dict[str, str]
     notes: str = ""
+    cause_isolate: CauseIsolateView | None = None
     _order: tuple[str, ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:

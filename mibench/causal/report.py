@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mibench.results.causal_record import CausalRecord
+from mibench.results.causal_record import CausalRecord, CauseIsolateMetrics
 
 
 def _pm(value: float | None, stderr: float | None) -> str:
@@ -46,9 +46,18 @@ def summary_table(record: CausalRecord, table_format: str = "simple") -> str:
         f"test pairs ({record.task.split})": pairs,
         "IIA average ↑": _pm(m.average, m.average_stderr),
         "IIA best ↑": _pm(m.best, m.best_stderr),
+        "no-op floor": _pm(m.noop_iia, None),
+        **_cause_isolate_columns(m.cause_isolate),
         "time (s)": f"{sum(record.timings.values()):.1f}",
     }
     return tabulate([row], headers="keys", tablefmt=table_format, disable_numparse=True)
+
+
+def _cause_isolate_columns(block: CauseIsolateMetrics | None) -> dict[str, str]:
+    """Cause / isolate at IIA's best site, for tasks that define them (RAVEL); no columns otherwise."""
+    if block is None:
+        return {}
+    return {f"cause / isolate @ {block.best_site}": f"{_pm(block.best.cause, None)} / {_pm(block.best.isolate, None)}"}
 
 
 def plot_heatmap(record: CausalRecord, path: str | Path) -> bool:

@@ -98,6 +98,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
             raise MibenchError("give a causal method (--method) or a folder of saved featurizers")
 
     def build_data(self, loaded: Any) -> None:
+        from mibench.causal.noop import noop_result
         from mibench.causal.pairs import PairSet, build_pairs, filter_correct, own_answers
         from mibench.engine.residual import ResidualRunner
 
@@ -125,15 +126,22 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
             return filter_correct(pairs, runner, base_answers=own_answers(examples, pairs, tokenizer),
                                   batch_size=request.batch_size)
 
-        self.test_examples = task.examples(request.split, request.limit)
+        self.cause_isolate = causal_model.cause_isolate
+
+        def evaluated(examples):  # a task may fix the mix of examples it is scored on (RAVEL: MIB's rebalancing)
+            view = self.cause_isolate
+            return examples if view is None else view.evaluated_examples(examples, request.variable)
+
+        self.test_examples = evaluated(task.examples(request.split, request.limit))
         self.test_sets = {kind: pairs_of(self.test_examples, kind) for kind in self.kinds}
         empty = [kind for kind, s in self.test_sets.items() if len(s) == 0]
         if empty:
             raise MibenchError(f"no {', '.join(empty)} test pair survived the filter (the model must answer base and "
                                f"counterfactual prompts correctly); dropped: {dict(self.test_sets[empty[0]].dropped)}")
+        self.noop = noop_result(runner, self.test_sets, request.batch_size)
         self.train_set = None
         if self.method is not None:
-            train_examples = task.examples("train", request.train_examples)
+            train_examples = evaluated(task.examples("train", request.train_examples))
             self.train_set = PairSet.concatenate([pairs_of(train_examples, kind) for kind in self.kinds], "train")
 
     def run_method(self, folder: Path) -> None:
@@ -221,6 +229,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
 
     def record(self, header: dict[str, Any], model: ModelInfo) -> CausalRecord:
         from mibench.causal.iia import CHECKER, SCORER_VERSION, per_pair_correct
+        from mibench.causal.isolation import cause_isolate_metrics
         from mibench.results.examples import publish_examples
 
         request, card, summary = self.request, self.card, self.summary
@@ -245,6 +254,9 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
             per_layer=[LayerBest(layer=layer, iia=value, role=summary.best_role[layer])
                        for layer, value in summary.per_layer.items()],
             missing_sites=[f"L{layer}/{role}" for layer, role in summary.missing],
+            noop_iia=self.noop.accuracy,
+            cause_isolate=None if self.cause_isolate is None else cause_isolate_metrics(
+                self.cause_isolate, self.results, summary, self.test_sets, self.test_examples, request.variable),
         )
         saved = self.method is not None and request.save_featurizers
         artifacts = {"featurizers": "featurizers"} if saved else {}

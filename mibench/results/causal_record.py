@@ -59,6 +59,30 @@ class LayerBest(_Strict):
     role: str
 
 
+class CauseIsolateScores(_Strict):
+    """Cause, isolate and their mean (disentanglement); None where the evaluated pairs hold no pair of a type."""
+
+    cause: float | None
+    isolate: float | None
+    disentanglement: float | None
+
+
+class CauseIsolateMetrics(_Strict):
+    """RAVEL-style cause / isolate for the record's variable (see :mod:`mibench.causal.isolation`).
+
+    ``best`` is read at ``best_site``, the site of IIA "best"; ``average`` is the mean over layers at each
+    layer's best-IIA position, present only when IIA "average" is. ``examples`` says which examples were
+    evaluated (e.g. MIB's rebalanced mix); the pair counts are over every test kind.
+    """
+
+    examples: str
+    cause_pairs: int
+    isolate_pairs: int
+    best_site: str
+    best: CauseIsolateScores
+    average: CauseIsolateScores | None = None
+
+
 class CausalMetrics(_Strict):
     average: float | None
     average_stderr: float | None
@@ -67,6 +91,11 @@ class CausalMetrics(_Strict):
     per_layer: list[LayerBest]
     #: requested (layer, role) sites without a featurizer: reported, never filled in with the full vector
     missing_sites: list[str] = Field(default_factory=list)
+    #: IIA of an intervention that changes nothing, on exactly the evaluated pairs: the share whose label is
+    #: the model's own answer (the floor under every site's IIA). None in records written before it existed.
+    noop_iia: float | None = None
+    #: only for tasks that define cause and isolate pairs (RAVEL); None otherwise and in older records
+    cause_isolate: CauseIsolateMetrics | None = None
 
 
 class CausalScorerInfo(_Strict):

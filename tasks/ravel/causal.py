@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mibench.causal.causal_model import OUTPUT, CausalModel, CausalModelError
+from mibench.tasks.ravel.disentanglement import RavelCauseIsolate
 from mibench.tasks.ravel.entities import ATTRIBUTES
 
 
@@ -55,6 +56,7 @@ def ravel_causal_model(task_id: str = "ravel") -> CausalModel:
             "Country": "the city's country; changes the output only when the prompt asks for the country",
             "Language": "the city's language; changes the output only when the prompt asks for the language",
         },
+        cause_isolate=RavelCauseIsolate(),
         notes="MIB RAVEL model: Continent/Country/Language = lookup(entity); answer = the queried attribute's "
               "value; raw_output = ' ' + answer.",
     )
