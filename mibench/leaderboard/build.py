@@ -13,6 +13,10 @@ Rules (the same for every output format):
   records share a row, a column and a seed, the newest (by ``created``) is kept and the other is listed as
   superseded; records that differ only by seed share the cell: mean over seeds, the mean bootstrap standard
   error, and the between-seed standard deviation with the number of seeds (:func:`fold_seeds`);
+* bold ("best") is the top mean of a column and every method not significantly worse than it (a paired
+  bootstrap over the same examples where per-example files allow, see :mod:`mibench.leaderboard.significance`);
+* position-aware circuit methods get tables of their own (their graph has other edges), and causal columns
+  whose records carry the no-op IIA get a floor row that is never ranked;
 * the output depends only on the records (no clock, no absolute paths), so rebuilding from the same records
   gives byte-identical files and CI can check the committed tables with ``--check``.
 """
@@ -32,6 +36,7 @@ from pathlib import Path
 from mibench.errors import MibenchError
 from mibench.io_utils import atomic_write_bytes
 from mibench.leaderboard.render import render_csv, render_html, render_latex, render_markdown
+from mibench.leaderboard.significance import rank_column
 from mibench.leaderboard.tables import Column, Leaderboard, Table
 from mibench.leaderboard.tracks import TRACKS, Entry
 
@@ -142,9 +147,11 @@ def fold_seeds(entries: list[Entry]) -> Entry:
     newest = max(entries, key=_created_order)
     empty = tuple(f for f in entries[0].empty_sizes if all(f in e.empty_sizes for e in entries))
     inert = tuple(m for m in entries[0].inert if all(m in e.inert for e in entries))
+    examples = tuple(s for e in entries for s in e.examples) if all(e.examples for e in entries) else ()
     return dataclasses.replace(entries[0], values=values, spread=spread, seeds=tuple(e.seed for e in entries),
                                created=newest.created, reasons=[], empty_sizes=empty, inert=inert,
-                               no_effect=all(e.no_effect for e in entries))
+                               no_effect=all(e.no_effect for e in entries), examples=examples,
+                               floors=tuple(f for e in entries for f in e.floors))
 
 
 def collect_leaderboard(records_dir: str | Path) -> Leaderboard:
@@ -175,9 +182,14 @@ def collect_leaderboard(records_dir: str | Path) -> Leaderboard:
     tables = []
     for (track_name, group), members in sorted(groups.items()):
         methods = sorted({e.method for e in members}, key=lambda m: (m.casefold(), m))
-        tables.append(Table(track=TRACKS[track_name], group=group, title=members[0].group_title,
-                            columns=_column_labels(members), methods=methods,
-                            cells={(e.method, e.column_key): e for e in members}))
+        table = Table(track=TRACKS[track_name], group=group, title=members[0].group_title,
+                      columns=_column_labels(members), methods=methods,
+                      cells={(e.method, e.column_key): e for e in members}, note=members[0].group_note)
+        for column in table.columns:
+            ranked_column = rank_column(table.track, column.key, {m: e for (m, key), e in table.cells.items()
+                                                                  if key == column.key})
+            table.verdicts.update({(metric, column.key): v for metric, v in ranked_column.items()})
+        tables.append(table)
     excluded.sort(key=lambda e: (e.record, e.method))
     plots = {e.record: _plot_name(e) for e in sorted(ranked, key=lambda e: e.record) if e.plot is not None}
     return Leaderboard(tables=tables, excluded=excluded, unreadable=unreadable, skipped=skipped, plots=plots)

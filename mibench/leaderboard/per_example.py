@@ -1,0 +1,65 @@
+"""Per-example files beside results records (``examples.safetensors``), as the leaderboard's paired bootstrap
+reads them.
+
+A record that lists ``artifacts["examples"]`` keeps the per-example values its aggregates are computed from
+(format ``mibench-examples/1``, written by the runs). The leaderboard resamples the same example indices for
+every method of a column and recomputes each method's metrics on them with the scorers' own functions (each
+track's ``resample``, see :mod:`mibench.leaderboard.tracks`); nothing here computes a metric. A file that
+cannot be used -- missing, malformed, of another track, or for other data than its record says -- is not an
+error: the cell is compared by a normal approximation instead (see :mod:`mibench.leaderboard.significance`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mibench.errors import MibenchError
+
+#: the key of the per-example file in a record's ``artifacts``
+EXAMPLES_ARTIFACT = "examples"
+
+
+@dataclass(frozen=True)
+class ExampleSource:
+    """Where one record's per-example file is, and what recomputing its metrics needs besides the arrays."""
+
+    path: Path
+    track: str  # the track the file must say it belongs to
+    data_hash: str  # the record's ``task.data_hash``: the file must be for the same data
+    context: Any = None  # what the track's recomputation needs from the record (circuit fractions, causal sites)
+
+
+@dataclass(frozen=True)
+class Examples:
+    """A usable per-example file: ``n`` examples (or pairs) of the data named by ``data_hash``."""
+
+    source: ExampleSource
+    data_hash: str
+    n: int
+    arrays: Mapping[str, np.ndarray]
+
+
+#: recompute a record's metrics on resampled example indices ``[R, n]``: metric name -> ``[R]`` values
+Resampler = Callable[[Examples, np.ndarray], dict[str, np.ndarray]]
+
+
+def load_examples(source: ExampleSource) -> Examples | None:
+    """The file's arrays if it is readable and agrees with its record (track, data hash); else None."""
+    from mibench.results.examples import read_examples
+
+    try:
+        metadata, arrays = read_examples(source.path)
+    except (MibenchError, OSError):
+        return None
+    if metadata.get("track") != source.track or metadata.get("data_hash") != source.data_hash:
+        return None
+    try:
+        n = int(metadata["n"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return Examples(source=source, data_hash=source.data_hash, n=n, arrays=arrays) if n > 0 else None
