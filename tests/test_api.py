@@ -64,7 +64,8 @@ def test_a_loaded_model_scores_as_its_saved_folder_does_from_the_cli(random_gpt2
     assert main(["evaluate", "--method", "eap", "--task", "ioi", "--model", str(folder), "--attribution-examples",
                  "8", "--output-dir", str(tmp_path / "cli"), *QUICK_ARGS]) == 0
     cli_folder = tmp_path / "cli" / "ioi" / "my-gpt2" / "eap_edge_patching_test_seed0"
-    assert _files(cli_folder) == _files(result.folder) == ["faithfulness.png", "record.json", "scores.json"]
+    assert _files(cli_folder) == _files(result.folder) == ["examples.safetensors", "faithfulness.png", "record.json",
+                                                         "scores.json"]
     cli = read_record(cli_folder / "record.json")
     assert cli.metrics.cpr == pytest.approx(record.metrics.cpr, rel=1e-5, abs=1e-6)
     assert cli.metrics.cmd == pytest.approx(record.metrics.cmd, rel=1e-5, abs=1e-6)

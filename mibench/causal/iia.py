@@ -13,11 +13,18 @@ with one over all of them, so it is None then. Requested sites without a result 
 from a seeded bootstrap over test pairs (each kind resampled on its own), recomputing the whole
 aggregation (max over positions, mean/max over layers) in every replicate, so they include the optimism
 of taking maxima.
+
+:func:`per_pair_correct` lays the per-pair results out as the record's sidecar stores them, and
+:func:`causal_metrics_from_examples` recomputes the headline numbers from that layout with :func:`aggregate`
+itself (optionally on resampled pair indices, as the leaderboard's paired bootstrap does).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 import torch
 from torch import Tensor
@@ -98,3 +105,41 @@ def _bootstrap(results: list[SiteResult], layers: list[int], complete: bool, rep
     best = per_layer.max(-1).values
     average = per_layer.mean(-1) if complete else None
     return (float(average.std()) if average is not None else None), float(best.std())
+
+
+def per_pair_correct(results: list[SiteResult]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(correct [S, N] uint8, kind [N] uint8, kinds)``: every scored site's per-pair correctness, rows in
+    ``results`` order, the pairs of each counterfactual kind after one another (``kind`` indexes ``kinds``)."""
+    if not results:
+        return np.zeros((0, 0), dtype=np.uint8), np.zeros(0, dtype=np.uint8), []
+    kinds = list(results[0].correct)
+    correct = np.stack([np.concatenate([r.correct[k].cpu().numpy().astype(np.uint8).reshape(-1) for k in kinds])
+                        for r in results])
+    kind = np.concatenate([np.full(results[0].correct[k].numel(), i, dtype=np.uint8) for i, k in enumerate(kinds)])
+    return correct, kind, kinds
+
+
+def causal_metrics_from_examples(correct: np.ndarray, sites: Sequence, kind: np.ndarray | None = None, *,
+                                 n_layers: int | None = None, index: np.ndarray | None = None) -> Aggregate:
+    """A causal record's IIA (per layer, best, average) from its per-pair correctness (the sidecar).
+
+    ``correct`` is ``[S, N]`` (1 = the intervened output was right), one row per entry of ``sites`` (the
+    record's ``sites``: objects with ``layer`` and ``role``, or ``(layer, role)`` pairs); ``kind`` ``[N]`` gives
+    each pair's counterfactual kind (``None``: one kind); ``n_layers`` is the model's depth (the record's
+    ``model.n_layers``; "average" needs every layer). ``index`` ``[m]`` picks (resampled) pairs, the same for
+    every site; resample within each kind to keep the kinds' sizes. Computed by :func:`aggregate` itself, so
+    the record's numbers come back exactly.
+    """
+    correct = np.asarray(correct)
+    kind = np.zeros(correct.shape[-1], dtype=np.int64) if kind is None else np.asarray(kind)
+    if index is not None:
+        correct, kind = correct[:, np.asarray(index)], kind[np.asarray(index)]
+    located = [(s.layer, s.role) if hasattr(s, "layer") else (int(s[0]), str(s[1])) for s in sites]
+    if len(located) != correct.shape[0]:
+        raise ValueError(f"{correct.shape[0]} rows of per-pair correctness for {len(located)} sites")
+    kinds = sorted(set(kind.tolist()))
+    results = [SiteResult(layer, role, {k: torch.from_numpy(row[kind == k].astype(bool)) for k in kinds})
+               for (layer, role), row in zip(located, correct)]
+    layers = sorted({layer for layer, _ in located})
+    roles = list(dict.fromkeys(role for _, role in located))
+    return aggregate(results, layers, roles, n_layers=n_layers, bootstrap=0)

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mibench.circuits.areas import area_weights, bootstrap_replicate_means, cmd, cpr, faithfulness
+from mibench.circuits.areas import (
+    area_weights,
+    bootstrap_replicate_means,
+    circuit_metrics_from_examples,
+    metrics_from_means,
+)
 from mibench.circuits.batches import CircuitBatch
 from mibench.circuits.faithfulness import evaluate_circuits
 from mibench.circuits.selection import FRACTIONS, circuit_sizes, circuits_at_sizes, n_scored_items
@@ -56,16 +61,18 @@ class CircuitScore:
     #: faithfulness value (NaN without a bootstrap)
     effect_stderr: float = float("nan")
     per_example: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    #: the per-example metric values the numbers above are computed from, in the sidecar's layout
+    #: (``full``/``empty`` ``[n]``, ``signed``/``absolute``/``baseline`` ``[K, n]``; see mibench.results.examples)
+    examples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
-def _curve(ranking: str, circuits: list, means: np.ndarray, full: float, empty: float,
-           n_items: int) -> Curve:
+def _curve(ranking: str, circuits: list, means: np.ndarray, faithfulness: np.ndarray, n_items: int) -> Curve:
     return Curve(
         ranking=ranking,
         fractions=list(FRACTIONS),
         nominal_sizes=circuit_sizes(n_items),
         edge_counts=[round(g.weighted_edge_count(), 4) for g in circuits],
-        faithfulness=[float(x) for x in faithfulness(means, full, empty)],
+        faithfulness=[float(x) for x in faithfulness],
         mean_logit_difference=[float(x) for x in means],
     )
 
@@ -146,38 +153,44 @@ def _score(
 def summarise(evaluation, *, level: str, n_items: int, cpr_circuits: tuple[str, list], cmd_circuits: tuple[str, list],
               baseline_circuits: tuple[list, int] | None, bootstrap: int, seed: int) -> CircuitScore:
     """Curves, CPR, CMD and bootstrap errors from an evaluation of ``cpr + cmd (+ baseline)`` circuits in that
-    order (any circuit type with a ``weighted_edge_count``: position-aware circuits use this too)."""
+    order (any circuit type with a ``weighted_edge_count``: position-aware circuits use this too).
+
+    The point estimates are :func:`circuit_metrics_from_examples` of the per-example arrays kept in
+    ``CircuitScore.examples`` (what the record's sidecar holds), so the sidecar recomputes the record exactly."""
     (cpr_ranking, for_cpr), (cmd_ranking, for_cmd) = cpr_circuits, cmd_circuits
     k = len(FRACTIONS)
     per_circuit = evaluation.circuits  # [C, n]
-    full, empty = evaluation.full.mean(), evaluation.empty.mean()
-    means = per_circuit.mean(axis=1)
-    cpr_curve = _curve(cpr_ranking, for_cpr, means[:k], full, empty, n_items)
-    cmd_curve = _curve(cmd_ranking, for_cmd, means[k : 2 * k], full, empty, n_items)
+    examples = {"full": evaluation.full, "empty": evaluation.empty, "signed": per_circuit[:k],
+                "absolute": per_circuit[k : 2 * k]}
+    if baseline_circuits is not None:
+        examples["baseline"] = per_circuit[2 * k :]
+    point = circuit_metrics_from_examples(examples)
+    full, empty = float(point.full), float(point.empty)
+    cpr_curve = _curve(cpr_ranking, for_cpr, point.signed_means, point.signed, n_items)
+    cmd_curve = _curve(cmd_ranking, for_cmd, point.absolute_means, point.absolute, n_items)
     baseline_curve = None
     if baseline_circuits is not None:
         extra, baseline_items = baseline_circuits
-        baseline_curve = _curve("absolute", extra, means[2 * k :], full, empty, baseline_items)
+        baseline_curve = _curve("absolute", extra, point.baseline_means, point.baseline, baseline_items)
 
-    cpr_value = float(cpr(np.asarray(cpr_curve.faithfulness)))
-    cmd_value = float(cmd(np.asarray(cmd_curve.faithfulness)))
     cpr_se = cmd_se = effect_se = float("nan")
     if bootstrap > 1 and per_circuit.shape[1] > 1:
         stacked = np.concatenate([per_circuit[: 2 * k], evaluation.full[None], evaluation.empty[None]])
         replicates = bootstrap_replicate_means(stacked, bootstrap, seed)  # [R, 2k + 2]
-        f = faithfulness(replicates[:, : 2 * k], replicates[:, 2 * k], replicates[:, 2 * k + 1])
-        cpr_se = float(np.std(cpr(f[:, :k]), ddof=1))
-        cmd_se = float(np.std(cmd(f[:, k:]), ddof=1))
-        effect_se = float(np.std(replicates[:, 2 * k] - replicates[:, 2 * k + 1], ddof=1))
+        resampled = metrics_from_means(replicates[:, :k], replicates[:, k : 2 * k], replicates[:, 2 * k],
+                                       replicates[:, 2 * k + 1])
+        cpr_se = float(np.std(resampled.cpr, ddof=1))
+        cmd_se = float(np.std(resampled.cmd, ddof=1))
+        effect_se = float(np.std(resampled.full - resampled.empty, ddof=1))
     return CircuitScore(
         level=level,
         n_items=n_items,
         n_examples=len(evaluation.example_ids),
-        full_logit_difference=float(full),
-        empty_logit_difference=float(empty),
-        cpr=cpr_value,
+        full_logit_difference=full,
+        empty_logit_difference=empty,
+        cpr=float(point.cpr),
         cpr_stderr=cpr_se,
-        cmd=cmd_value,
+        cmd=float(point.cmd),
         cmd_stderr=cmd_se,
         signed=cpr_curve,
         absolute=cmd_curve,
@@ -186,6 +199,7 @@ def summarise(evaluation, *, level: str, n_items: int, cpr_circuits: tuple[str, 
         effect_stderr=effect_se,
         per_example={"example_ids": evaluation.example_ids, "full": evaluation.full.tolist(),
                      "empty": evaluation.empty.tolist()},
+        examples=examples,
     )
 
 

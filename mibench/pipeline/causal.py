@@ -144,6 +144,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
         from mibench.causal.interventions import LayerCache
 
         request, method = self.request, self.method
+        self.staging = folder
         self.featurizer_folder = folder / "featurizers"
         self.results: list[SiteResult] = []
         self.site_records: list[SiteRecord] = []
@@ -219,7 +220,8 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
         return model_info(self.request, loaded)
 
     def record(self, header: dict[str, Any], model: ModelInfo) -> CausalRecord:
-        from mibench.causal.iia import CHECKER, SCORER_VERSION
+        from mibench.causal.iia import CHECKER, SCORER_VERSION, per_pair_correct
+        from mibench.results.examples import publish_examples
 
         request, card, summary = self.request, self.card, self.summary
         task_info = CausalTaskInfo(
@@ -245,9 +247,13 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
             missing_sites=[f"L{layer}/{role}" for layer, role in summary.missing],
         )
         saved = self.method is not None and request.save_featurizers
+        artifacts = {"featurizers": "featurizers"} if saved else {}
+        correct, kind, kinds = per_pair_correct(self.results)  # rows in the order of self.site_records
+        publish_examples(self.staging, artifacts, "causal", task_info.data_hash, {"correct": correct, "kind": kind},
+                         kinds=kinds)
         return CausalRecord(
             **header, task=task_info, method=method_info, scorer=scorer, sites=self.site_records, metrics=metrics,
-            artifacts={"featurizers": "featurizers"} if saved else {},
+            artifacts=artifacts,
             comparability_key=causal_comparability_key(task_info, model, scorer),
         )
 

@@ -136,6 +136,7 @@ class CircuitTrack(Track[EvaluationRequest, CircuitRecord]):
             self._attribute()
         else:
             self._read_files()
+        self.staging = folder
         self.artifacts: dict[str, str] = {}
         if self.position_aware:
             self.graph.save_json(folder / "scores.json")  # the position-aware JSON layout (span-labelled MIB format)
@@ -229,6 +230,7 @@ class CircuitTrack(Track[EvaluationRequest, CircuitRecord]):
     def record(self, header: dict[str, Any], model: ModelInfo) -> CircuitRecord:
         from mibench.circuits.scorer import SCORER_VERSION
         from mibench.circuits.selection import FRACTIONS
+        from mibench.results.examples import publish_examples
 
         request, card, score = self.request, self.card, self.result
         task_info = TaskInfo(
@@ -241,6 +243,7 @@ class CircuitTrack(Track[EvaluationRequest, CircuitRecord]):
         )
         scorer_info = ScorerInfo(version=SCORER_VERSION, fractions=list(FRACTIONS),
                                  bootstrap_replicates=request.bootstrap)
+        publish_examples(self.staging, self.artifacts, "circuit", task_info.data_hash, score.examples)
         metrics = CircuitMetrics(
             cpr=score.cpr, cpr_stderr=_finite(score.cpr_stderr), cmd=score.cmd, cmd_stderr=_finite(score.cmd_stderr),
             full_logit_difference=score.full_logit_difference, empty_logit_difference=score.empty_logit_difference,
