@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from mibench.errors import MibenchError
+from mibench.results.examples import ARTIFACT_KEY as EXAMPLES_ARTIFACT
+from mibench.results.examples import read_examples
 
-#: the key of the per-example file in a record's ``artifacts``
-EXAMPLES_ARTIFACT = "examples"
+__all__ = ["EXAMPLES_ARTIFACT", "ExampleSource", "Examples", "Resampler", "load_examples"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,19 @@ class Examples:
     n: int
     arrays: Mapping[str, np.ndarray]
 
+    @property
+    def strata(self) -> np.ndarray | None:
+        """Groups to resample within: causal pairs by counterfactual kind (a site's IIA is the unweighted mean
+        over kinds, so a resample keeps each kind's size); None: resample all examples together."""
+        return self.arrays.get("kind")
+
+    def same_data(self, other: Examples) -> bool:
+        """Whether the two files hold values for the same examples, in the same order (so they can be paired)."""
+        if (self.data_hash, self.n) != (other.data_hash, other.n):
+            return False
+        mine, theirs = self.strata, other.strata
+        return (mine is None) == (theirs is None) and (mine is None or np.array_equal(mine, theirs))
+
 
 #: recompute a record's metrics on resampled example indices ``[R, n]``: metric name -> ``[R]`` values
 Resampler = Callable[[Examples, np.ndarray], dict[str, np.ndarray]]
@@ -50,8 +64,6 @@ Resampler = Callable[[Examples, np.ndarray], dict[str, np.ndarray]]
 
 def load_examples(source: ExampleSource) -> Examples | None:
     """The file's arrays if it is readable and agrees with its record (track, data hash); else None."""
-    from mibench.results.examples import read_examples
-
     try:
         metadata, arrays = read_examples(source.path)
     except (MibenchError, OSError):

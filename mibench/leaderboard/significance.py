@@ -61,9 +61,18 @@ def column_seed(column_key: str) -> int:
     return int.from_bytes(hashlib.sha256(column_key.encode("utf-8")).digest()[:8], "little")
 
 
-def resample_indices(column_key: str, n: int, resamples: int = RESAMPLES) -> np.ndarray:
-    """``[resamples, n]`` example indices drawn with replacement, the same for every method of the column."""
-    return np.random.default_rng(column_seed(column_key)).integers(0, n, size=(resamples, n))
+def resample_indices(column_key: str, n: int, strata: np.ndarray | None = None,
+                     resamples: int = RESAMPLES) -> np.ndarray:
+    """``[resamples, n]`` example indices drawn with replacement, the same for every method of the column;
+    with ``strata`` (``[n]`` group labels) each position is drawn from the examples of its own group."""
+    rng = np.random.default_rng(column_seed(column_key))
+    if strata is None:
+        return rng.integers(0, n, size=(resamples, n))
+    indices = np.empty((resamples, n), dtype=np.int64)
+    for label in np.unique(strata):
+        positions = np.flatnonzero(strata == label)
+        indices[:, positions] = positions[rng.integers(0, len(positions), size=(resamples, len(positions)))]
+    return indices
 
 
 def _usable(entry: Entry) -> list[Examples] | None:
@@ -71,7 +80,7 @@ def _usable(entry: Entry) -> list[Examples] | None:
     if not entry.examples:
         return None
     loaded = [load_examples(source) for source in entry.examples]
-    if any(x is None for x in loaded) or len({(x.data_hash, x.n) for x in loaded}) != 1:
+    if any(x is None for x in loaded) or not all(loaded[0].same_data(x) for x in loaded[1:]):
         return None
     return loaded
 
@@ -81,20 +90,27 @@ class _ColumnSamples:
 
     def __init__(self, track: Track, column_key: str, files: Mapping[str, list[Examples]]):
         self._track, self._key, self._files = track, column_key, files
-        self._indices: dict[int, np.ndarray] = {}
+        self._indices: list[tuple[Examples, np.ndarray]] = []
         self._values: dict[str, dict[str, np.ndarray]] = {}
 
-    def data(self, method: str) -> tuple[str, int] | None:
-        files = self._files.get(method)
-        return None if files is None else (files[0].data_hash, files[0].n)
+    def paired(self, top: str, method: str) -> bool:
+        """Whether both cells have usable files for the same examples."""
+        mine, theirs = self._files.get(top), self._files.get(method)
+        return mine is not None and theirs is not None and mine[0].same_data(theirs[0])
+
+    def _indices_for(self, examples: Examples) -> np.ndarray:
+        """The column's resample indices for this data (drawn once; normally a column holds one dataset)."""
+        for seen, indices in self._indices:
+            if seen.same_data(examples):
+                return indices
+        indices = resample_indices(self._key, examples.n, examples.strata)
+        self._indices.append((examples, indices))
+        return indices
 
     def values(self, method: str, metric: Metric) -> np.ndarray:
         if method not in self._values:
             files = self._files[method]
-            n = files[0].n
-            if n not in self._indices:
-                self._indices[n] = resample_indices(self._key, n)
-            indices = self._indices[n]
+            indices = self._indices_for(files[0])
             per_seed = []
             for examples in files:
                 chunks = [self._track.resample(examples, indices[i:i + _CHUNK])
@@ -130,8 +146,7 @@ def rank_metric(track: Track, metric: Metric, cells: Mapping[str, Entry],
     top, sign = tops[0], (1.0 if metric.higher_is_better else -1.0)
     verdicts = {m: Verdict(TOP, None, True) for m in tops}
     for method in sorted(values.keys() - set(tops)):
-        reference = samples.data(top)
-        if reference is not None and samples.data(method) == reference:
+        if samples.paired(top, method):
             difference = sign * (samples.values(top, metric) - samples.values(method, metric))
             p = float(np.count_nonzero(~(difference > 0))) / len(difference)  # NaN counts as not better
             verdicts[method] = Verdict(PAIRED, p, p >= ALPHA)

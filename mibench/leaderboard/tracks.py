@@ -300,7 +300,7 @@ def read_causal_entry(path: Path, rel: str) -> Entry:
         plot=_plot_path(path, record.artifacts.get("plot")),
         reasons=reasons,
         seed=record.seed,
-        examples=_example_sources(path, record, tuple(record.sites)),
+        examples=_example_sources(path, record, (tuple(record.sites), model.n_layers)),
         floors=() if (floor := getattr(metrics, "noop_iia", None)) is None else (floor,),
     )
 
@@ -308,8 +308,11 @@ def read_causal_entry(path: Path, rel: str) -> Entry:
 def _causal_resample(examples: Examples, index: np.ndarray) -> dict[str, np.ndarray]:
     from mibench.causal.iia import causal_metrics_from_examples
 
-    values = causal_metrics_from_examples(examples.arrays["correct"], examples.source.context, index)
-    return {IIA_AVERAGE.name: values.average, IIA_BEST.name: values.best}
+    sites, n_layers = examples.source.context
+    correct, kind = examples.arrays["correct"], examples.arrays.get("kind")
+    rows = [causal_metrics_from_examples(correct, sites, kind, n_layers=n_layers, index=row) for row in index]
+    return {IIA_AVERAGE.name: np.array([float("nan") if r.average is None else r.average for r in rows]),
+            IIA_BEST.name: np.array([r.best for r in rows])}
 
 
 CAUSAL_TRACK = Track(name="causal", title="Causal variable localization", metrics=(IIA_AVERAGE, IIA_BEST),
