@@ -46,6 +46,7 @@ def summary_table(record: CausalRecord, table_format: str = "simple") -> str:
         f"test pairs ({record.task.split})": pairs,
         "IIA average ↑": _pm(m.average, m.average_stderr),
         "IIA best ↑": _pm(m.best, m.best_stderr),
+        "no-op floor": _pm(m.noop_iia, None),
         "time (s)": f"{sum(record.timings.values()):.1f}",
     }
     return tabulate([row], headers="keys", tablefmt=table_format, disable_numparse=True)

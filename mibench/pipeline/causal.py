@@ -98,6 +98,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
             raise MibenchError("give a causal method (--method) or a folder of saved featurizers")
 
     def build_data(self, loaded: Any) -> None:
+        from mibench.causal.noop import noop_result
         from mibench.causal.pairs import PairSet, build_pairs, filter_correct, own_answers
         from mibench.engine.residual import ResidualRunner
 
@@ -131,6 +132,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
         if empty:
             raise MibenchError(f"no {', '.join(empty)} test pair survived the filter (the model must answer base and "
                                f"counterfactual prompts correctly); dropped: {dict(self.test_sets[empty[0]].dropped)}")
+        self.noop = noop_result(runner, self.test_sets, request.batch_size)
         self.train_set = None
         if self.method is not None:
             train_examples = task.examples("train", request.train_examples)
@@ -245,6 +247,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
             per_layer=[LayerBest(layer=layer, iia=value, role=summary.best_role[layer])
                        for layer, value in summary.per_layer.items()],
             missing_sites=[f"L{layer}/{role}" for layer, role in summary.missing],
+            noop_iia=self.noop.accuracy,
         )
         saved = self.method is not None and request.save_featurizers
         artifacts = {"featurizers": "featurizers"} if saved else {}

@@ -66,6 +66,9 @@ class CausalMetrics(_Strict):
     per_layer: list[LayerBest]
     #: requested (layer, role) sites without a featurizer: reported, never filled in with the full vector
     missing_sites: list[str] = Field(default_factory=list)
+    #: IIA of an intervention that changes nothing, on exactly the evaluated pairs: the share whose label is
+    #: the model's own answer (the floor under every site's IIA). None in records written before it existed.
+    noop_iia: float | None = None
 
 
 class CausalScorerInfo(_Strict):
