@@ -20,19 +20,17 @@ import numpy as np
 
 from mibench.errors import MibenchError
 from mibench.results.examples import ARTIFACT_KEY as EXAMPLES_ARTIFACT
-from mibench.results.examples import read_examples
+from mibench.results.examples import record_examples
 
 __all__ = ["EXAMPLES_ARTIFACT", "ExampleSource", "Examples", "Resampler", "load_examples"]
 
 
 @dataclass(frozen=True)
 class ExampleSource:
-    """Where one record's per-example file is, and what recomputing its metrics needs besides the arrays."""
+    """A record that lists a per-example file, and the folder it was read from (the file lies beside it)."""
 
-    path: Path
-    track: str  # the track the file must say it belongs to
-    data_hash: str  # the record's ``task.data_hash``: the file must be for the same data
-    context: Any = None  # what the track's recomputation needs from the record (circuit fractions, causal sites)
+    record: Any  # the validated CircuitRecord or CausalRecord: recomputing its metrics needs its fields
+    folder: Path
 
 
 @dataclass(frozen=True)
@@ -63,15 +61,14 @@ Resampler = Callable[[Examples, np.ndarray], dict[str, np.ndarray]]
 
 
 def load_examples(source: ExampleSource) -> Examples | None:
-    """The file's arrays if it is readable and agrees with its record (track, data hash); else None."""
+    """The file's arrays if it is readable and belongs to its record (track, data hash, number of examples,
+    sizes or sites: :func:`mibench.results.examples.record_examples`); else None."""
     try:
-        metadata, arrays = read_examples(source.path)
+        found = record_examples(source.record, source.folder)
     except (MibenchError, OSError):
         return None
-    if metadata.get("track") != source.track or metadata.get("data_hash") != source.data_hash:
+    if found is None:
         return None
-    try:
-        n = int(metadata["n"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return Examples(source=source, data_hash=source.data_hash, n=n, arrays=arrays) if n > 0 else None
+    metadata, arrays = found
+    n = int(metadata["n"])
+    return Examples(source=source, data_hash=metadata["data_hash"], n=n, arrays=arrays) if n > 0 else None

@@ -10,7 +10,8 @@ key) is ranked by a test:
   key (so a rebuild gives the same bytes), the same indices for every method; each resample's metric is
   recomputed by the track's own function, and a cell folded from several seeds takes the mean over its seeds
   of each resample's metric. The one-sided p-value of "the top is better" is the share of resamples in which
-  the top is not better (a resample where either value is undefined counts as not better);
+  the top is not better (a tie within :data:`TIE`, or a resample where either value is undefined, counts as
+  not better);
 * a cell without a usable file (older or external records, a file for other data) -- or any cell when the
   top has none -- is compared by a **normal approximation** with the two bootstrap standard errors,
   unpaired: ``p = 1 - Phi(d / sqrt(se_top^2 + se^2))``; a cell with no standard error cannot be tested and is
@@ -36,6 +37,9 @@ from mibench.leaderboard.tracks import Entry, Metric, Track
 RESAMPLES = 2000
 #: a method is best unless the top is better than it at this one-sided significance level
 ALPHA = 0.05
+#: a resampled difference within this of zero is a tie (the recomputation may run in float32: IIA, say, is a
+#: mean of 0/1 values, and two equal means can come back 1e-8 apart)
+TIE = 1e-6
 #: resamples recomputed at a time (bounds the memory of one [rows, n] index block per recomputation)
 _CHUNK = 250
 
@@ -62,9 +66,11 @@ def column_seed(column_key: str) -> int:
 
 
 def resample_indices(column_key: str, n: int, strata: np.ndarray | None = None,
-                     resamples: int = RESAMPLES) -> np.ndarray:
-    """``[resamples, n]`` example indices drawn with replacement, the same for every method of the column;
-    with ``strata`` (``[n]`` group labels) each position is drawn from the examples of its own group."""
+                     resamples: int | None = None) -> np.ndarray:
+    """``[resamples, n]`` example indices drawn with replacement (default :data:`RESAMPLES` rows), the same for
+    every method of the column; with ``strata`` (``[n]`` group labels) each position is drawn from the
+    examples of its own group."""
+    resamples = RESAMPLES if resamples is None else resamples
     rng = np.random.default_rng(column_seed(column_key))
     if strata is None:
         return rng.integers(0, n, size=(resamples, n))
@@ -148,7 +154,7 @@ def rank_metric(track: Track, metric: Metric, cells: Mapping[str, Entry],
     for method in sorted(values.keys() - set(tops)):
         if samples.paired(top, method):
             difference = sign * (samples.values(top, metric) - samples.values(method, metric))
-            p = float(np.count_nonzero(~(difference > 0))) / len(difference)  # NaN counts as not better
+            p = float(np.count_nonzero(~(difference > TIE))) / len(difference)  # NaN counts as not better
             verdicts[method] = Verdict(PAIRED, p, p >= ALPHA)
             continue
         p = _normal_p(cells[top].values[metric.name], cells[method].values[metric.name], sign)

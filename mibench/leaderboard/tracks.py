@@ -126,26 +126,20 @@ def method_label(method_id: str, ablation: str) -> str:
 
 def _plot_path(record_file: Path, artifact: str | None) -> Path | None:
     """The plot beside the record; a name that leaves the record's folder is ignored (records arrive by PR)."""
-    return _artifact_path(record_file, artifact, ".png")
-
-
-def _artifact_path(record_file: Path, artifact: object, suffix: str) -> Path | None:
-    """A file named by the record that lies in the record's own folder and ends in ``suffix``; else None."""
-    if not artifact or not isinstance(artifact, str):
+    if not artifact:
         return None
     folder = record_file.parent.resolve()
     candidate = (folder / artifact).resolve()
-    if candidate.parent != folder or candidate.suffix.lower() != suffix or not candidate.is_file():
+    if candidate.parent != folder or candidate.suffix.lower() != ".png" or not candidate.is_file():
         return None
     return candidate
 
 
-def _example_sources(record_file: Path, record, context: object) -> tuple[ExampleSource, ...]:
-    """The record's per-example file, when it lists one that lies beside it."""
-    path = _artifact_path(record_file, record.artifacts.get(EXAMPLES_ARTIFACT), ".safetensors")
-    if path is None:
+def _example_sources(record_file: Path, record) -> tuple[ExampleSource, ...]:
+    """The record's per-example file, when it lists one (whether it is usable is checked when it is needed)."""
+    if EXAMPLES_ARTIFACT not in record.artifacts:
         return ()
-    return (ExampleSource(path=path, track=record.track, data_hash=record.task.data_hash, context=context),)
+    return (ExampleSource(record=record, folder=record_file.parent),)
 
 
 def _read(reader: Callable[[Path], object], path: Path, rel: str):
@@ -211,14 +205,14 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
         empty_sizes=empty_fractions(record),
         inert=inert_metrics(record),
         no_effect=effect_unmeasurable(record),
-        examples=_example_sources(path, record, tuple(scorer.fractions)),
+        examples=_example_sources(path, record),
     )
 
 
 def _circuit_resample(examples: Examples, index: np.ndarray) -> dict[str, np.ndarray]:
     from mibench.circuits.areas import circuit_metrics_from_examples
 
-    values = circuit_metrics_from_examples(examples.arrays, examples.source.context, index)
+    values = circuit_metrics_from_examples(examples.arrays, tuple(examples.source.record.scorer.fractions), index)
     return {CPR.name: values.cpr, CMD.name: values.cmd}
 
 
@@ -300,17 +294,18 @@ def read_causal_entry(path: Path, rel: str) -> Entry:
         plot=_plot_path(path, record.artifacts.get("plot")),
         reasons=reasons,
         seed=record.seed,
-        examples=_example_sources(path, record, (tuple(record.sites), model.n_layers)),
-        floors=() if (floor := getattr(metrics, "noop_iia", None)) is None else (floor,),
+        examples=_example_sources(path, record),
+        floors=() if metrics.noop_iia is None else (metrics.noop_iia,),
     )
 
 
 def _causal_resample(examples: Examples, index: np.ndarray) -> dict[str, np.ndarray]:
     from mibench.causal.iia import causal_metrics_from_examples
 
-    sites, n_layers = examples.source.context
+    record = examples.source.record
     correct, kind = examples.arrays["correct"], examples.arrays.get("kind")
-    rows = [causal_metrics_from_examples(correct, sites, kind, n_layers=n_layers, index=row) for row in index]
+    rows = [causal_metrics_from_examples(correct, record.sites, kind, n_layers=record.model.n_layers, index=row)
+            for row in index]  # one resample per call: the function takes one index vector
     return {IIA_AVERAGE.name: np.array([float("nan") if r.average is None else r.average for r in rows]),
             IIA_BEST.name: np.array([r.best for r in rows])}
 
