@@ -13,6 +13,7 @@ import io
 import math
 from dataclasses import dataclass
 
+from mibench.leaderboard.comparisons import PeapVsEap
 from mibench.leaderboard.degenerate import EFFECT_SIGMAS
 from mibench.leaderboard.significance import ALPHA, RESAMPLES, Verdict
 from mibench.leaderboard.tables import Column, Leaderboard, Table
@@ -144,6 +145,59 @@ def _counts(leaderboard: Leaderboard) -> str:
             f"unreadable: {len(leaderboard.unreadable)} · other tracks: {len(leaderboard.skipped)}")
 
 
+# ----------------------------------------------------------------------------- matched-budget comparisons
+COMPARISONS_HEADING = "Position-aware against position-invariant circuits at matched edge budgets"
+COMPARISONS_NOTE = ("The tables above never rank position-aware methods against position-invariant ones, because a "
+                    "circuit size is a fraction of each method's own graph. Here both are measured at the same "
+                    "number of edges: PEAP's absolute-ranking circuit with exactly as many (position-aware) edges as "
+                    "EAP's at each of its ten sizes, evaluated on the same test examples (produced by "
+                    "benchmarks/peap_vs_eap.py).")
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """A small table of ready-made text, rendered alike in every format (the comparison sections)."""
+
+    caption: str
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+
+
+def _pm_text(value: float, stderr: float | None) -> str:
+    return _number(value) if stderr is None else f"{_number(value)} ± {_number(stderr)}"
+
+
+def _comparison_title(comparison: PeapVsEap) -> str:
+    return f"{comparison.task} / {comparison.model}"
+
+
+def _comparison_summary(comparison: PeapVsEap) -> str:
+    return (f"Counterfactual {comparison.counterfactual}; scores from {comparison.attribution_examples} train "
+            f"examples, evaluation on {comparison.test_examples} test examples; spans {', '.join(comparison.spans)}. "
+            f"Graphs: position-invariant {comparison.invariant_edges:,} edges, position-aware "
+            f"{comparison.positional_edges:,}.")
+
+
+def _comparison_tables(comparison: PeapVsEap) -> list[TextTable]:
+    """The comparison's three tables: each method on its own graph, matched budgets, position summing."""
+    own = TextTable("Each on its own graph (the numbers of the tables above; sizes are fractions of that graph)",
+                    ("method", "graph", "edges", "CPR", "CMD"),
+                    [(name, graph, f"{edges:,}", _pm_text(s.cpr, s.cpr_stderr), _pm_text(s.cmd, s.cmd_stderr))
+                     for name, graph, edges, s in (
+                         ("EAP", "position-invariant", comparison.invariant_edges, comparison.eap),
+                         ("PEAP", "position-aware", comparison.positional_edges, comparison.peap))])
+    matched = TextTable("Matched edge budgets (absolute ranking): faithfulness of each method's circuit with the "
+                        "same number of edges", ("size of EAP's graph", "edges", "EAP", "PEAP"),
+                        [(f"{100 * m.fraction:g} %", f"{m.edges:,}", _number(m.eap), _number(m.peap))
+                         for m in comparison.matched])
+    summing = TextTable("Summing span scores, on the top position-invariant edges: cancellation (in the top set by "
+                        "sum of |span score| but not by |sum|) and over-estimation (in the top set by |sum| but not "
+                        "by max |span score|)", ("top", "edges", "cancellation", "over-estimation"),
+                        [(f"{100 * p.fraction:g} %", str(p.k), f"{100 * p.cancellation:.1f} %",
+                          f"{100 * p.overestimation:.1f} %") for p in comparison.position_summing])
+    return [own, matched, summing]
+
+
 # ---------------------------------------------------------------------------------------------- Markdown
 def _md(text: str) -> str:
     """Text for a Markdown table cell (GitHub reads ``\\|`` as a literal bar, in code spans too)."""
@@ -196,6 +250,15 @@ def render_markdown(leaderboard: Leaderboard) -> str:
                 curves.append(f"- {_md_text(column.label)}: " + ", ".join(links))
         if curves:
             out += [f"{table.track.plots_title}:", "", *curves, ""]
+    if leaderboard.comparisons:
+        out += [f"## {COMPARISONS_HEADING}", "", _md_text(COMPARISONS_NOTE), ""]
+        for comparison in leaderboard.comparisons:
+            out += [f"### {_md_text(_comparison_title(comparison))}", "", _md_text(_comparison_summary(comparison)), ""]
+            for table in _comparison_tables(comparison):
+                out += [_md_text(table.caption) + ":", "", "| " + " | ".join(_md(h) for h in table.header) + " |",
+                        "|:--|" + "--:|" * (len(table.header) - 1)]
+                out += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in table.rows]
+                out.append("")
     if leaderboard.excluded:
         out += ["## Not ranked", "", "| record | method | task | model | reason |", "|:--|:--|:--|:--|:--|"]
         for entry in leaderboard.excluded:
@@ -255,6 +318,15 @@ def render_latex(leaderboard: Leaderboard) -> str:
                     (rf"\caption{{{_tex(metric.name)} {arrow} ({_tex(_direction(metric))}). "
                      rf"{_tex(_table_heading(table))}.{notes}}}"),
                     r"\end{table}", ""]
+    for comparison in leaderboard.comparisons:
+        for table in _comparison_tables(comparison):
+            out += [r"\begin{table}[t]", r"\centering", r"\small",
+                    r"\begin{tabular}{l" + "r" * (len(table.header) - 1) + "}", r"\toprule",
+                    " & ".join(_tex(h) for h in table.header) + r" \\", r"\midrule"]
+            out += [" & ".join(_tex(cell) for cell in row) + r" \\" for row in table.rows]
+            out += [r"\bottomrule", r"\end{tabular}",
+                    rf"\caption{{{_tex(COMPARISONS_HEADING)}: {_tex(_comparison_title(comparison))}. "
+                    rf"{_tex(table.caption)}. {_tex(_comparison_summary(comparison))}}}", r"\end{table}", ""]
     return "\n".join(out)
 
 
@@ -424,6 +496,16 @@ def render_html(leaderboard: Leaderboard) -> str:
                                f"<figcaption>{_h(method)} · {_h(column.label)}</figcaption></figure>")
         if figures:
             out += [f"<h3>{_h(table.track.plots_title)}</h3>", "<div>", *figures, "</div>"]
+    if leaderboard.comparisons:
+        out += [f'<h2 id="comparisons">{_h(COMPARISONS_HEADING)}</h2>', f'<p class="note">{_h(COMPARISONS_NOTE)}</p>']
+        for comparison in leaderboard.comparisons:
+            out += [f"<h3>{_h(_comparison_title(comparison))}</h3>",
+                    f'<p class="note">{_h(_comparison_summary(comparison))}</p>']
+            for table in _comparison_tables(comparison):
+                out += [f'<p class="note">{_h(table.caption)}:</p>', '<div class="table-scroll">', "<table>",
+                        "<thead><tr>" + "".join(f'<th scope="col">{_h(h)}</th>' for h in table.header) + "</tr></thead>",
+                        "<tbody>", *("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in table.rows),
+                        "</tbody>", "</table>", "</div>"]
     if leaderboard.excluded:
         out += ["<h2>Not ranked</h2>", '<table class="sortable text">', "<thead><tr>"]
         out += [f'<th scope="col"><button type="button">{name}</button></th>'

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from mibench.leaderboard.comparisons import PeapVsEap
 from mibench.leaderboard.significance import Verdict
 from mibench.leaderboard.tracks import Entry, Metric, Track
 
@@ -101,6 +102,8 @@ class Leaderboard:
     unreadable: list[tuple[str, str]]  # (record path, problem)
     skipped: list[tuple[str, str]]  # (record path, note): records of tracks without a table
     plots: dict[str, str] = field(default_factory=dict)  # ranked entry's record path -> plot path in the output
+    #: position-aware against position-invariant at matched edge budgets (sections of their own)
+    comparisons: list[PeapVsEap] = field(default_factory=list)
 
     @property
     def n_ranked(self) -> int:
