@@ -99,6 +99,9 @@ class _ColumnSamples:
         self._indices: list[tuple[Examples, np.ndarray]] = []
         self._values: dict[str, dict[str, np.ndarray]] = {}
 
+    def has_files(self, method: str) -> bool:
+        return method in self._files
+
     def paired(self, top: str, method: str) -> bool:
         """Whether both cells have usable files for the same examples."""
         mine, theirs = self._files.get(top), self._files.get(method)
@@ -139,7 +142,7 @@ def _normal_p(top: tuple[float, float | None], other: tuple[float, float | None]
     return 0.5 * math.erfc(difference / scale / math.sqrt(2))
 
 
-def rank_metric(track: Track, metric: Metric, cells: Mapping[str, Entry],
+def _rank_metric(track: Track, metric: Metric, cells: Mapping[str, Entry],
                 samples: _ColumnSamples | None) -> dict[str, Verdict]:
     """The verdict of every cell with a finite value of ``metric`` (cells: method -> entry of one column)."""
     values = {m: e.values[metric.name][0] for m, e in cells.items() if math.isfinite(e.values[metric.name][0])}
@@ -149,7 +152,8 @@ def rank_metric(track: Track, metric: Metric, cells: Mapping[str, Entry],
     tops = sorted(m for m, v in values.items() if v == target)
     if track.resample is None or samples is None:
         return {m: Verdict(PLAIN_MAX, None, m in tops) for m in values}
-    top, sign = tops[0], (1.0 if metric.higher_is_better else -1.0)
+    top = next((m for m in tops if samples.has_files(m)), tops[0])  # on a tie, a top with per-example values
+    sign = 1.0 if metric.higher_is_better else -1.0
     verdicts = {m: Verdict(TOP, None, True) for m in tops}
     for method in sorted(values.keys() - set(tops)):
         if samples.paired(top, method):
@@ -168,4 +172,4 @@ def rank_column(track: Track, column_key: str, cells: Mapping[str, Entry]) -> di
     if track.resample is not None:
         files = {m: loaded for m, e in cells.items() if (loaded := _usable(e)) is not None}
         samples = _ColumnSamples(track, column_key, files)
-    return {metric.name: rank_metric(track, metric, cells, samples) for metric in track.metrics}
+    return {metric.name: _rank_metric(track, metric, cells, samples) for metric in track.metrics}
