@@ -12,6 +12,7 @@ import pytest
 
 from mibench.cli import main
 from mibench.results.causal_record import read_causal_record
+from mibench.results.examples import record_examples
 
 MODEL = "gpt2-tasks"
 QUICK = ["--limit", "24", "--train-examples", "24", "--batch-size", "16", "--bootstrap", "20", "--quiet"]
@@ -69,6 +70,10 @@ def test_saved_featurizers_rescore_to_the_same_iia_and_missing_sites_are_reporte
     assert again.method.source == "featurizers"
     assert {(s.layer, s.role): s.iia for s in again.sites} == {(s.layer, s.role): s.iia for s in original.sites}
     assert again.metrics.average == original.metrics.average and not again.metrics.missing_sites
+    # the per-pair correctness in the sidecars is the same, pair by pair
+    _, original_pairs = record_examples(original, _record_folder(runs))
+    _, again_pairs = record_examples(again, _record_folder(rescored))
+    assert (original_pairs["correct"] == again_pairs["correct"]).all()
 
     for suffix in (".json", ".safetensors"):  # a submission that leaves out one site
         (featurizers / f"L2_END{suffix}").unlink()

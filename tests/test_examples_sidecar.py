@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from mibench.causal.iia import SiteResult, aggregate, causal_metrics_from_examples, per_pair_correct
+from mibench.causal.iia import (
+    SiteResult,
+    aggregate,
+    causal_metrics_from_examples,
+    causal_metrics_resampled,
+    per_pair_correct,
+)
 from mibench.circuits.areas import bootstrap_replicate_means, circuit_metrics_from_examples
 from mibench.circuits.faithfulness import CircuitEvaluation
 from mibench.circuits.scorer import summarise
@@ -190,6 +196,19 @@ def test_the_sidecar_must_belong_to_its_record(tmp_path):
         record_examples(no_baseline, tmp_path)
     with pytest.raises(ExamplesFileError, match="a causal-track record"):
         record_examples(SimpleNamespace(**{**vars(record), "track": "causal"}), tmp_path)
+    causal = SimpleNamespace(track="causal", artifacts={"examples": "c.safetensors"}, sites=[1, 2],
+                             task=SimpleNamespace(data_hash="h", test_pairs={"a": 2, "b": 1}, counterfactuals=["a", "b"]))
+    write_examples(tmp_path / "c.safetensors", "causal", "h", {"correct": np.ones((2, 3)), "kind": [0, 0, 1]},
+                   kinds=["a", "b"])
+    assert record_examples(causal, tmp_path)[1]["correct"].shape == (2, 3)
+    for change, field in [({"counterfactuals": ["b", "a"]}, "__metadata__.kinds"),
+                          ({"test_pairs": {"a": 2, "b": 2}}, "__metadata__.n")]:
+        other = SimpleNamespace(**{**vars(causal), "task": SimpleNamespace(**{**vars(causal.task), **change})})
+        with pytest.raises(ExamplesFileError) as caught:
+            record_examples(other, tmp_path)
+        assert caught.value.field == field
+    with pytest.raises(ExamplesFileError, match="3 sites"):
+        record_examples(SimpleNamespace(**{**vars(causal), "sites": [1, 2, 3]}), tmp_path)
     with pytest.raises(ExamplesFileError, match="inside the record's folder"):
         record_examples(SimpleNamespace(**{**vars(record), "artifacts": {"examples": "../x.safetensors"}}), tmp_path)
 
@@ -261,6 +280,22 @@ def test_causal_metrics_from_examples_equal_aggregate_and_resample_within_the_la
     assert (resampled.best, resampled.average) == (by_hand.best, by_hand.average)
     with pytest.raises(ValueError, match="6 rows"):
         causal_metrics_from_examples(correct, sites[:-1], kind)
+
+
+def test_many_causal_resamples_at_once_equal_one_at_a_time():
+    results = _site_results()
+    correct, kind, _ = per_pair_correct(results)
+    sites = [(r.layer, r.role) for r in results]
+    rng = np.random.default_rng(2)
+    index = np.stack([np.concatenate([rng.integers(0, 6, 6), rng.integers(6, 10, 4)]) for _ in range(8)])
+    batched = causal_metrics_resampled(correct, sites, kind, n_layers=3, index=index)
+    assert batched.layers == [0, 1, 2] and batched.per_layer.shape == (8, 3)
+    for r in range(8):
+        one = causal_metrics_from_examples(correct, sites, kind, n_layers=3, index=index[r])
+        assert batched.best[r] == pytest.approx(one.best, abs=1e-6)
+        assert batched.average[r] == pytest.approx(one.average, abs=1e-6)
+        assert batched.per_layer[r].tolist() == pytest.approx([one.per_layer[layer] for layer in range(3)], abs=1e-6)
+    assert causal_metrics_resampled(correct, sites, kind, n_layers=4, index=index).average is None
 
 
 # ============================================================================ end to end

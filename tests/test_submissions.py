@@ -378,6 +378,8 @@ def random_model_cells(monkeypatch, random_task_model) -> GraphLayout:
 
 @pytest.mark.slow
 def test_evaluate_end_to_end_on_a_random_model(tmp_path, random_model_cells):
+    from mibench.circuits.areas import circuit_metrics_from_examples
+    from mibench.results.examples import record_examples
     from mibench.results.record import read_record
 
     folder = importances_submission(tmp_path, suffixes=(".json", ".pt", ".json", ".safetensors"))
@@ -388,10 +390,14 @@ def test_evaluate_end_to_end_on_a_random_model(tmp_path, random_model_cells):
         assert record.method.id == "submission:my-method" and record.method.source == "file"
         assert not record.leaderboard_eligible  # --limit
         assert (result.folder / "faithfulness.png").is_file()
+        _, examples = record_examples(record, result.folder)  # the relabelled record keeps its sidecar
+        assert float(circuit_metrics_from_examples(examples).cpr) == pytest.approx(record.metrics.cpr, abs=1e-6)
 
 
 @pytest.mark.slow
 def test_nine_circuit_submission_is_scored_end_to_end(tmp_path, random_model_cells):
+    from mibench.circuits.areas import circuit_metrics_from_examples
+    from mibench.results.examples import record_examples
     from mibench.results.record import read_record
 
     layout = random_model_cells
@@ -406,6 +412,9 @@ def test_nine_circuit_submission_is_scored_end_to_end(tmp_path, random_model_cel
         assert curve.ranking == "submitted" and curve.faithfulness[-1] == 1.0
         assert curve.edge_counts[:-1] == [float(int(f * layout.n_edges)) for f in CIRCUIT_FRACTIONS]
         assert record.metrics.signed == curve
+        _, examples = record_examples(record, result.folder)  # one submitted curve: both rankings' rows are it
+        assert (examples["signed"] == examples["absolute"]).all()
+        assert float(circuit_metrics_from_examples(examples).cmd) == pytest.approx(record.metrics.cmd, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------- shipped example

@@ -118,6 +118,8 @@ def test_coverage_rules_hold_for_the_causal_track(tmp_path):
 
 @pytest.mark.slow
 def test_a_featurizer_submission_is_scored_and_ranked(tmp_path, capsys):
+    from mibench.results.examples import record_examples
+
     path = submission(tmp_path / "submissions")
     for suffix in (".json", ".safetensors"):  # one site left out
         (path / "mcqa_llama-tasks" / "answer_pointer" / f"L2_END{suffix}").unlink()
@@ -137,6 +139,8 @@ def test_a_featurizer_submission_is_scored_and_ranked(tmp_path, capsys):
             expected_missing.add("L2/END")
             assert record.metrics.average is None  # layer 2 was never scored: no average
         assert set(record.metrics.missing_sites) == expected_missing
+        _, examples = record_examples(record, result.folder)
+        assert examples["correct"].shape == (len(record.sites), sum(record.task.test_pairs.values()))
     assert main(["leaderboard", "build", "--records", str(records), "--out", str(tmp_path / "site")]) == 0
     markdown = (tmp_path / "site" / "leaderboard.md").read_text()
     listed = [line for line in markdown.splitlines() if "| submission:half-neurons |" in line]

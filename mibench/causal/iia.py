@@ -77,8 +77,7 @@ def aggregate(results: list[SiteResult], layers: list[int], roles: list[str], *,
         candidates = [r for r in results if r.layer == layer]
         top = max(candidates, key=lambda r: r.accuracy)
         per_layer[layer], best_role[layer] = top.accuracy, top.role
-    every_layer = range(n_layers) if n_layers is not None else layers
-    complete = all(layer in per_layer for layer in every_layer)
+    complete = _covers_model(per_layer, layers, n_layers)
     average = sum(per_layer.values()) / len(per_layer) if complete and per_layer else None
     best = max(per_layer.values()) if per_layer else float("nan")
     avg_se, best_se = _bootstrap(results, scored_layers, complete, bootstrap, seed)
@@ -100,11 +99,23 @@ def _bootstrap(results: list[SiteResult], layers: list[int], complete: bool, rep
             return None, None
         idx = torch.randint(0, n, (replicates, n), generator=generator)
         acc += stacked[:, idx].mean(-1).T / len(kinds)
-    layer_of = torch.tensor([r.layer for r in results])
-    per_layer = torch.stack([acc[:, layer_of == layer].max(-1).values for layer in layers], -1)  # [B, L]
-    best = per_layer.max(-1).values
-    average = per_layer.mean(-1) if complete else None
+    per_layer, best, average = _layer_summary(acc, [r.layer for r in results], layers, complete)
     return (float(average.std()) if average is not None else None), float(best.std())
+
+
+def _covers_model(scored, layers: list[int], n_layers: int | None) -> bool:
+    """Whether every layer of the model (``n_layers``; default: the requested ``layers``) has a scored site."""
+    every_layer = range(n_layers) if n_layers is not None else layers
+    return all(layer in scored for layer in every_layer)
+
+
+def _layer_summary(acc: Tensor, site_layers: list[int], layers: list[int],
+                   complete: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-layer best ``[B, L]`` (max over a layer's sites), best ``[B]`` and average ``[B]`` (None unless every
+    layer was scored) from per-site accuracies ``acc`` ``[B, S]``."""
+    layer_of = torch.tensor(site_layers)
+    per_layer = torch.stack([acc[:, layer_of == layer].max(-1).values for layer in layers], -1)  # [B, L]
+    return per_layer, per_layer.max(-1).values, (per_layer.mean(-1) if complete else None)
 
 
 def per_pair_correct(results: list[SiteResult]) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -128,18 +139,59 @@ def causal_metrics_from_examples(correct: np.ndarray, sites: Sequence, kind: np.
     each pair's counterfactual kind (``None``: one kind); ``n_layers`` is the model's depth (the record's
     ``model.n_layers``; "average" needs every layer). ``index`` ``[m]`` picks (resampled) pairs, the same for
     every site; resample within each kind to keep the kinds' sizes. Computed by :func:`aggregate` itself, so
-    the record's numbers come back exactly.
+    the record's numbers come back exactly; :func:`causal_metrics_resampled` does many resamples at once.
     """
     correct = np.asarray(correct)
     kind = np.zeros(correct.shape[-1], dtype=np.int64) if kind is None else np.asarray(kind)
     if index is not None:
         correct, kind = correct[:, np.asarray(index)], kind[np.asarray(index)]
-    located = [(s.layer, s.role) if hasattr(s, "layer") else (int(s[0]), str(s[1])) for s in sites]
-    if len(located) != correct.shape[0]:
-        raise ValueError(f"{correct.shape[0]} rows of per-pair correctness for {len(located)} sites")
+    located = _located(sites, correct.shape[0])
     kinds = sorted(set(kind.tolist()))
     results = [SiteResult(layer, role, {k: torch.from_numpy(row[kind == k].astype(bool)) for k in kinds})
                for (layer, role), row in zip(located, correct)]
     layers = sorted({layer for layer, _ in located})
     roles = list(dict.fromkeys(role for _, role in located))
     return aggregate(results, layers, roles, n_layers=n_layers, bootstrap=0)
+
+
+@dataclass
+class ResampledIIA:
+    """IIA over ``R`` resamples of the pairs: ``per_layer`` ``[R, L]`` (columns: ``layers``), ``best`` ``[R]``,
+    ``average`` ``[R]`` (None unless every layer of the model was scored)."""
+
+    layers: list[int]
+    per_layer: np.ndarray
+    best: np.ndarray
+    average: np.ndarray | None
+
+
+def causal_metrics_resampled(correct: np.ndarray, sites: Sequence, kind: np.ndarray | None = None, *,
+                             n_layers: int | None = None, index: np.ndarray) -> ResampledIIA:
+    """:func:`causal_metrics_from_examples` for ``R`` resamples at once (``index`` ``[R, m]``), vectorised for a
+    bootstrap: a site's accuracy in a resample is the unweighted mean over kinds of its resampled pairs'
+    correctness (a kind absent from a resample gives NaN), then the same per-layer, best and average
+    aggregation as :func:`aggregate`'s bootstrap."""
+    correct = np.asarray(correct, dtype=np.float64)
+    n = correct.shape[-1]
+    kind = np.zeros(n, dtype=np.int64) if kind is None else np.asarray(kind)
+    located = _located(sites, correct.shape[0])
+    counts = np.stack([np.bincount(row, minlength=n) for row in np.asarray(index)]).astype(np.float64)  # [R, n]
+    kinds = sorted(set(kind.tolist()))
+    acc = np.zeros((counts.shape[0], correct.shape[0]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in kinds:
+            of_kind = counts * (kind == k)  # [R, n]
+            acc += (of_kind @ correct.T) / of_kind.sum(-1, keepdims=True) / len(kinds)
+    layers = sorted({layer for layer, _ in located})
+    complete = _covers_model(layers, layers, n_layers)
+    per_layer, best, average = _layer_summary(torch.from_numpy(acc), [layer for layer, _ in located], layers,
+                                              complete)
+    return ResampledIIA(layers, per_layer.numpy(), best.numpy(), None if average is None else average.numpy())
+
+
+def _located(sites: Sequence, rows: int) -> list[tuple[int, str]]:
+    """``(layer, role)`` of each site (record ``SiteRecord``s or pairs); as many as ``correct`` has rows."""
+    located = [(s.layer, s.role) if hasattr(s, "layer") else (int(s[0]), str(s[1])) for s in sites]
+    if len(located) != rows:
+        raise ValueError(f"{rows} rows of per-pair correctness for {len(located)} sites")
+    return located

@@ -99,12 +99,20 @@ def circuit_metrics_from_examples(arrays: Mapping[str, np.ndarray], fractions: t
     The same indices are used for every curve point and for ``full``/``empty``, so the curve stays paired.
     """
 
+    picks = None if index is None else np.asarray(index)
+    counts = None
+    if picks is not None and picks.ndim == 2:  # how often each example is drawn, per resample: [R, n]
+        n = np.asarray(arrays["full"]).shape[-1]
+        counts = np.stack([np.bincount(row, minlength=n) for row in picks]).astype(np.float64)
+
     def mean(name: str) -> np.ndarray:
         values = np.asarray(arrays[name], dtype=np.float64)
-        if index is None:
+        if picks is None:
             return values.mean(axis=-1)
-        picked = np.take(values, np.asarray(index), axis=-1).mean(axis=-1)  # [K?, R?]
-        return np.moveaxis(picked, 0, -1) if values.ndim == 2 else picked  # curve points last
+        if counts is None:
+            return np.take(values, picks, axis=-1).mean(axis=-1)
+        means = values @ counts.T / picks.shape[-1]  # [K?, R]
+        return means.T  # resamples first, curve points last
 
     baseline = mean("baseline") if "baseline" in arrays else None
     return metrics_from_means(mean("signed"), mean("absolute"), mean("full"), mean("empty"),

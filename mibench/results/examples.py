@@ -119,16 +119,18 @@ def validate_examples(path: str | os.PathLike[str], metadata: Mapping[str, str],
 
 
 def _check_circuit(path, arrays: Mapping[str, np.ndarray], n: int) -> None:
-    sizes = arrays["signed"].shape[0] if arrays["signed"].ndim == 2 else None
+    signed = arrays["signed"]
+    n_sizes = signed.shape[0] if signed.ndim == 2 else None  # every curve has as many sizes as ``signed``
     for name, value in arrays.items():
-        expected = (sizes, n) if name in _CIRCUIT_CURVES else (n,)
         if value.dtype != np.float32:
             raise ExamplesFileError(path, name, f"dtype {value.dtype}, expected float32")
-        if value.shape != expected or (name in _CIRCUIT_CURVES and sizes is None):
-            want = "[n_sizes, n]" if name in _CIRCUIT_CURVES else "[n]"
-            raise ExamplesFileError(path, name, f"shape {list(value.shape)}, expected {want} with n = {n}"
-                                    + (f", n_sizes = {sizes} (as signed)" if sizes is not None and
-                                       name in _CIRCUIT_CURVES else ""))
+        if name in _CIRCUIT_CURVES:
+            if value.ndim != 2 or value.shape != (n_sizes, n):
+                same = f" and n_sizes = {n_sizes} (as signed)" if n_sizes is not None and name != "signed" else ""
+                raise ExamplesFileError(path, name, f"shape {list(value.shape)}, expected [n_sizes, n] with n = {n}"
+                                        f"{same}")
+        elif value.shape != (n,):
+            raise ExamplesFileError(path, name, f"shape {list(value.shape)}, expected [n] with n = {n}")
         if not np.isfinite(value).all():
             raise ExamplesFileError(path, name, "holds NaN or infinite values")
 
@@ -209,6 +211,9 @@ def record_examples(record, folder: str | os.PathLike[str]) -> tuple[dict[str, s
                                     if "baseline" in arrays else "missing, but the record has a baseline curve")
     else:
         expected_n, rows = sum(record.task.test_pairs.values()), len(record.sites)
+        if "kinds" in metadata and json.loads(metadata["kinds"]) != list(record.task.counterfactuals):
+            raise ExamplesFileError(path, "__metadata__.kinds", f"is {metadata['kinds']}, but the record's "
+                                    f"task.counterfactuals are {list(record.task.counterfactuals)}")
         if arrays["correct"].shape[0] != rows:
             raise ExamplesFileError(path, "correct", f"{arrays['correct'].shape[0]} rows, but the record has "
                                     f"{rows} sites")
