@@ -300,14 +300,13 @@ def read_causal_entry(path: Path, rel: str) -> Entry:
 
 
 def _causal_resample(examples: Examples, index: np.ndarray) -> dict[str, np.ndarray]:
-    from mibench.causal.iia import causal_metrics_from_examples
+    from mibench.causal.iia import causal_metrics_resampled
 
     record = examples.source.record
-    correct, kind = examples.arrays["correct"], examples.arrays.get("kind")
-    rows = [causal_metrics_from_examples(correct, record.sites, kind, n_layers=record.model.n_layers, index=row)
-            for row in index]  # one resample per call: the function takes one index vector
-    return {IIA_AVERAGE.name: np.array([float("nan") if r.average is None else r.average for r in rows]),
-            IIA_BEST.name: np.array([r.best for r in rows])}
+    values = causal_metrics_resampled(examples.arrays["correct"], record.sites, examples.arrays.get("kind"),
+                                      n_layers=record.model.n_layers, index=index)
+    average = np.full(len(index), np.nan) if values.average is None else values.average
+    return {IIA_AVERAGE.name: average, IIA_BEST.name: values.best}
 
 
 CAUSAL_TRACK = Track(name="causal", title="Causal variable localization", metrics=(IIA_AVERAGE, IIA_BEST),
