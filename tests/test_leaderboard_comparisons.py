@@ -70,3 +70,18 @@ def test_a_malformed_comparison_file_is_an_error_naming_the_file_and_field(site,
     path.write_text("{not json")
     with pytest.raises(MibenchError, match=r"peap_vs_eap__ioi\.json: cannot read comparison"):
         collect_leaderboard(site / "records")
+
+
+def test_the_command_takes_a_comparisons_folder(site, tmp_path, capsys):
+    from tests.test_leaderboard import _cli
+
+    moved = tmp_path / "elsewhere"
+    (site / "comparisons").rename(moved)
+    out = tmp_path / "out"
+    args = ("build", "--records", str(site / "records"), "--out", str(out))
+    assert _cli(*args) == 0 and "matched edge budgets" not in (out / "leaderboard.md").read_text()
+    assert _cli(*args, "--comparisons", str(moved), "--check") == 1
+    assert _cli(*args, "--comparisons", str(moved)) == 0
+    assert "matched edge budgets" in (out / "leaderboard.md").read_text()
+    assert _cli(*args, "--comparisons", str(moved), "--check") == 0
+    capsys.readouterr()
