@@ -90,7 +90,7 @@ def test_a_gap_within_noise_bolds_both_where_the_plain_maximum_bolded_one(tmp_pa
     save_circuit(root, "close", close)
     table, cpr, _, column = _table(root)
     values = {m: table.cell(m, column).values["CPR"][0] for m in ("top", "close")}
-    assert values["close"] < values["top"]  # the old rule bolded "top" alone
+    assert values["close"] < values["top"]  # the old rule (the largest mean) bolded "top" alone
     verdict = table.verdict(cpr, column, "close")
     assert verdict.test == PAIRED and verdict.best and table.best(cpr, column) == {"top", "close"}
     # the p-value is the share of resamples in which "top" is not better, by the definition of CPR
