@@ -279,7 +279,7 @@ def render_markdown(leaderboard: Leaderboard) -> str:
 # ------------------------------------------------------------------------------------------------ LaTeX
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "·": r"$\cdot$",
-          "§": r"\S{}", "–": "--"}
+          "§": r"\S{}", "–": "--", "|": r"\textbar{}"}
 
 
 def _tex(text: str) -> str:
