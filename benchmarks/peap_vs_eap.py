@@ -11,7 +11,12 @@ Prints, from one attribution on train examples and one evaluation on the test sp
    when summed: in the top set by sum of |span score| but not by |sum|) and *over-estimation* (edges that
    are small at every span but add up: in the top set by |sum| but not by max |span score|).
 
+With ``--json FILE`` it also writes these numbers as a comparison file (format ``mibench-peap-vs-eap/1``);
+``mibench leaderboard build`` renders each file in ``leaderboard/comparisons/`` as a section of the leaderboard:
+
     python benchmarks/peap_vs_eap.py --model gpt2-tasks --task ioi
+    python benchmarks/peap_vs_eap.py --model gpt2-tasks --task ioi \
+        --json leaderboard/comparisons/peap_vs_eap__ioi__gpt2-tasks.json
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-examples", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", metavar="FILE", help="also write the numbers as a leaderboard comparison file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -43,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from mibench.circuits.areas import faithfulness
     from mibench.data.registry import load_task
     from mibench.engine import PatchingEngine
+    from mibench.leaderboard.comparisons import MatchedBudget, PeapVsEap, PositionSumming, Scores, write_comparison
     from mibench.models.loading import load_model
 
     loaded = load_model(args.model)
@@ -83,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     summed, magnitude, peak = spans.sum(0).abs()[real], spans.abs().sum(0)[real], spans.abs().amax(0)[real]
     print("\n  position summing on the top position-invariant edges: cancellation (top by sum |span score| not in\n"
           "  top by |sum|) and over-estimation (top by |sum| not in top by max |span score|)")
+    summing = []
     for fraction in (0.01, 0.05, 0.10):
         k = max(1, int(fraction * eap.n_edges))
 
@@ -93,6 +101,21 @@ def main(argv: list[str] | None = None) -> int:
         overestimation = len(top(summed) - top(peak)) / k
         print(f"    top {100 * fraction:3g}% (k = {k:3d}): cancellation {100 * cancellation:5.1f}%   "
               f"over-estimation {100 * overestimation:5.1f}%")
+        summing.append(PositionSumming(fraction=fraction, k=k, cancellation=cancellation,
+                                       overestimation=overestimation))
+    if args.json:
+        comparison = PeapVsEap(
+            task=args.task, model=args.model, counterfactual=cf, attribution_examples=len(train),
+            test_examples=len(test), spans=list(peap.spans), invariant_edges=int(eap.n_edges),
+            positional_edges=int(peap.n_edges),
+            eap=Scores(cpr=eap_score.cpr, cpr_stderr=eap_score.cpr_stderr, cmd=eap_score.cmd,
+                       cmd_stderr=eap_score.cmd_stderr),
+            peap=Scores(cpr=peap_score.cpr, cpr_stderr=peap_score.cpr_stderr, cmd=peap_score.cmd,
+                        cmd_stderr=peap_score.cmd_stderr),
+            matched=[MatchedBudget(fraction=fraction, edges=n, eap=float(a), peap=float(b))
+                     for fraction, n, a, b in zip(FRACTIONS, budgets, f_eap, f_peap)],
+            position_summing=summing)
+        print(f"\n  wrote {write_comparison(comparison, args.json)}")
     return 0
 
 

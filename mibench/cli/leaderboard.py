@@ -20,12 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Read every record.json under --records, rank the eligible, current ones per comparability key (one "
         "column per key, the newest record per method, column and seed; records that differ only by seed share "
         "one cell: mean, bootstrap error and between-seed spread), and write leaderboard.md, leaderboard.tex, "
-        "leaderboard.csv, index.html and plots/ to --out. The same records always give the same bytes.",
+        "leaderboard.csv, index.html and plots/ to --out. Bold marks the top of each column and every method not "
+        "significantly worse than it at 5 % (paired bootstrap over the records' per-example files; a normal "
+        "approximation, marked, where a record has none). Position-aware methods get tables of their own; the "
+        "comparison files in --comparisons (e.g. benchmarks/peap_vs_eap.py --json) become sections of their own. "
+        "The same inputs always give the same bytes.",
         COMMAND_EXAMPLES,
     )
     build.add_argument("--records", default=DEFAULT_RECORDS, metavar="DIR",
                        help=f"folder of results records (default: {DEFAULT_RECORDS})")
     build.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
+    build.add_argument("--comparisons", metavar="DIR",
+                       help="folder of comparison files (*.json) to render as sections (default: comparisons/ "
+                            "beside --records, i.e. leaderboard/comparisons; a missing folder has none)")
     build.add_argument("--check", action="store_true",
                        help="write nothing; exit 1 if the files in --out differ from a fresh build (for CI)")
 
@@ -34,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from mibench.leaderboard import build_leaderboard, check_leaderboard
 
     if args.check:
-        differences = check_leaderboard(args.records, args.out)
+        differences = check_leaderboard(args.records, args.out, args.comparisons)
         for line in differences:
             print(line)
         if differences:
@@ -43,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"leaderboard files in {args.out} are up to date")
         return 0
-    result = build_leaderboard(args.records, args.out)
+    result = build_leaderboard(args.records, args.out, args.comparisons)
     board = result.leaderboard
     for path, problem in board.unreadable:
         log.warning("%s: %s", path, problem)

@@ -13,6 +13,12 @@ Rules (the same for every output format):
   records share a row, a column and a seed, the newest (by ``created``) is kept and the other is listed as
   superseded; records that differ only by seed share the cell: mean over seeds, the mean bootstrap standard
   error, and the between-seed standard deviation with the number of seeds (:func:`fold_seeds`);
+* bold ("best") is the top mean of a column and every method not significantly worse than it (a paired
+  bootstrap over the same examples where per-example files allow, see :mod:`mibench.leaderboard.significance`);
+* position-aware circuit methods get tables of their own (their graph has other edges), and causal columns
+  whose records carry the no-op IIA get a floor row that is never ranked;
+* comparison files (``comparisons/`` beside the records folder, e.g. PEAP against EAP at matched edge budgets
+  from ``benchmarks/peap_vs_eap.py --json``) are rendered as sections of their own;
 * the output depends only on the records (no clock, no absolute paths), so rebuilding from the same records
   gives byte-identical files and CI can check the committed tables with ``--check``.
 """
@@ -31,12 +37,16 @@ from pathlib import Path
 
 from mibench.errors import MibenchError
 from mibench.io_utils import atomic_write_bytes
+from mibench.leaderboard.comparisons import read_comparisons
 from mibench.leaderboard.render import render_csv, render_html, render_latex, render_markdown
+from mibench.leaderboard.significance import rank_column
 from mibench.leaderboard.tables import Column, Leaderboard, Table
 from mibench.leaderboard.tracks import TRACKS, Entry
 
 DEFAULT_RECORDS_DIR = "leaderboard/records"
 DEFAULT_OUT_DIR = "leaderboard"
+#: the comparisons folder's name beside the records folder (leaderboard/comparisons by default)
+COMPARISONS_DIR = "comparisons"
 RECORD_NAME = "record.json"
 PLOTS_DIR = "plots"
 TABLE_FILES = ("leaderboard.md", "leaderboard.tex", "leaderboard.csv", "index.html")
@@ -142,13 +152,21 @@ def fold_seeds(entries: list[Entry]) -> Entry:
     newest = max(entries, key=_created_order)
     empty = tuple(f for f in entries[0].empty_sizes if all(f in e.empty_sizes for e in entries))
     inert = tuple(m for m in entries[0].inert if all(m in e.inert for e in entries))
+    examples = tuple(s for e in entries for s in e.examples) if all(e.examples for e in entries) else ()
     return dataclasses.replace(entries[0], values=values, spread=spread, seeds=tuple(e.seed for e in entries),
                                created=newest.created, reasons=[], empty_sizes=empty, inert=inert,
-                               no_effect=all(e.no_effect for e in entries))
+                               no_effect=all(e.no_effect for e in entries), examples=examples,
+                               floors=tuple(f for e in entries for f in e.floors))
 
 
-def collect_leaderboard(records_dir: str | Path) -> Leaderboard:
-    """Read every record under ``records_dir`` and arrange them into tables (nothing is written)."""
+def default_comparisons_dir(records_dir: str | Path) -> Path:
+    """Where the comparison files of a records folder live: ``comparisons/`` beside it."""
+    return Path(records_dir).parent / COMPARISONS_DIR
+
+
+def collect_leaderboard(records_dir: str | Path, comparisons_dir: str | Path | None = None) -> Leaderboard:
+    """Read every record under ``records_dir`` and arrange them into tables, and every comparison file in
+    ``comparisons_dir`` (default: :func:`default_comparisons_dir`; a missing folder has none). Nothing is written."""
     records_dir = Path(records_dir)
     if not records_dir.is_dir():
         raise MibenchError(f"records folder {str(records_dir)!r} does not exist (expected results records "
@@ -175,12 +193,19 @@ def collect_leaderboard(records_dir: str | Path) -> Leaderboard:
     tables = []
     for (track_name, group), members in sorted(groups.items()):
         methods = sorted({e.method for e in members}, key=lambda m: (m.casefold(), m))
-        tables.append(Table(track=TRACKS[track_name], group=group, title=members[0].group_title,
-                            columns=_column_labels(members), methods=methods,
-                            cells={(e.method, e.column_key): e for e in members}))
+        table = Table(track=TRACKS[track_name], group=group, title=members[0].group_title,
+                      columns=_column_labels(members), methods=methods,
+                      cells={(e.method, e.column_key): e for e in members}, note=members[0].group_note)
+        for column in table.columns:
+            ranked_column = rank_column(table.track, column.key, {m: e for (m, key), e in table.cells.items()
+                                                                  if key == column.key})
+            table.verdicts.update({(metric, column.key): v for metric, v in ranked_column.items()})
+        tables.append(table)
     excluded.sort(key=lambda e: (e.record, e.method))
     plots = {e.record: _plot_name(e) for e in sorted(ranked, key=lambda e: e.record) if e.plot is not None}
-    return Leaderboard(tables=tables, excluded=excluded, unreadable=unreadable, skipped=skipped, plots=plots)
+    comparisons = read_comparisons(default_comparisons_dir(records_dir) if comparisons_dir is None else comparisons_dir)
+    return Leaderboard(tables=tables, excluded=excluded, unreadable=unreadable, skipped=skipped, plots=plots,
+                       comparisons=comparisons)
 
 
 def render_files(leaderboard: Leaderboard) -> dict[str, bytes]:
@@ -202,13 +227,15 @@ def _existing_plots(out_dir: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.png") if p.is_file()) if folder.is_dir() else []
 
 
-def build_leaderboard(records_dir: str | Path = DEFAULT_RECORDS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR) -> BuildResult:
-    """Write ``leaderboard.md``, ``leaderboard.tex``, ``leaderboard.csv``, ``index.html`` and ``plots/``.
+def build_leaderboard(records_dir: str | Path = DEFAULT_RECORDS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR,
+                      comparisons_dir: str | Path | None = None) -> BuildResult:
+    """Write ``leaderboard.md``, ``leaderboard.tex``, ``leaderboard.csv``, ``index.html`` and ``plots/`` from the
+    records in ``records_dir`` and the comparison files in ``comparisons_dir`` (see :func:`collect_leaderboard`).
 
     Files whose content is unchanged are not rewritten; plots under ``plots/`` that no ranked record uses
     any more are removed (the builder owns that folder). Other files in ``out_dir`` are left alone.
     """
-    leaderboard = collect_leaderboard(records_dir)
+    leaderboard = collect_leaderboard(records_dir, comparisons_dir)
     files = render_files(leaderboard)
     out_dir = Path(out_dir)
     written: list[Path] = []
@@ -225,9 +252,10 @@ def build_leaderboard(records_dir: str | Path = DEFAULT_RECORDS_DIR, out_dir: st
     return BuildResult(leaderboard, out_dir, written, removed)
 
 
-def check_leaderboard(records_dir: str | Path = DEFAULT_RECORDS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR) -> list[str]:
+def check_leaderboard(records_dir: str | Path = DEFAULT_RECORDS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR,
+                      comparisons_dir: str | Path | None = None) -> list[str]:
     """What differs between a fresh build and the files in ``out_dir`` (empty: up to date). Writes nothing."""
-    files = render_files(collect_leaderboard(records_dir))
+    files = render_files(collect_leaderboard(records_dir, comparisons_dir))
     out_dir = Path(out_dir)
     problems = []
     for name, data in files.items():

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from mibench.leaderboard.comparisons import PeapVsEap
+from mibench.leaderboard.significance import Verdict
 from mibench.leaderboard.tracks import Entry, Metric, Track
 
 
@@ -30,6 +32,11 @@ class Table:
     columns: list[Column]
     methods: list[str]
     cells: dict[tuple[str, str], Entry]  # (method, column key) -> entry
+    #: why this table stands apart from the others of its track (e.g. the position-aware graph); may be empty
+    note: str = ""
+    #: (metric name, column key) -> method -> how the cell was compared with the column's top (see
+    #: leaderboard.significance); a column without verdicts marks the plain best value
+    verdicts: dict[tuple[str, str], dict[str, Verdict]] = field(default_factory=dict)
 
     def cell(self, method: str, column: Column) -> Entry | None:
         return self.cells.get((method, column.key))
@@ -62,8 +69,24 @@ class Table:
         """Whether some cell's record shows no measurable effect of the full model over the empty circuit."""
         return any(e.no_effect for e in self.cells.values())
 
+    def verdict(self, metric: Metric, column: Column, method: str) -> Verdict | None:
+        """How ``method``'s cell was compared with the top of ``column`` (None: not ranked by a test)."""
+        return self.verdicts.get((metric.name, column.key), {}).get(method)
+
+    def floor(self, column: Column) -> tuple[float, float] | None:
+        """The no-op IIA of ``column`` as (lowest, highest) over its records; None when no record has one."""
+        floors = [f for (_, key), e in self.cells.items() if key == column.key for f in e.floors]
+        return (min(floors), max(floors)) if floors else None
+
+    def has_floor(self) -> bool:
+        return any(e.floors for e in self.cells.values())
+
     def best(self, metric: Metric, column: Column) -> set[str]:
-        """Methods with the best finite value of ``metric`` in ``column`` (all of them on a tie)."""
+        """Methods marked best for ``metric`` in ``column``: by their verdicts (the top and every method not
+        significantly worse), or, for a column not ranked by a test, the best finite value (all on a tie)."""
+        verdicts = self.verdicts.get((metric.name, column.key))
+        if verdicts is not None:
+            return {m for m, v in verdicts.items() if v.best}
         values = {m: e.values[metric.name][0] for m in self.methods
                   if (e := self.cell(m, column)) is not None and math.isfinite(e.values[metric.name][0])}
         if not values:
@@ -79,6 +102,8 @@ class Leaderboard:
     unreadable: list[tuple[str, str]]  # (record path, problem)
     skipped: list[tuple[str, str]]  # (record path, note): records of tracks without a table
     plots: dict[str, str] = field(default_factory=dict)  # ranked entry's record path -> plot path in the output
+    #: position-aware against position-invariant at matched edge budgets (sections of their own)
+    comparisons: list[PeapVsEap] = field(default_factory=list)
 
     @property
     def n_ranked(self) -> int:

@@ -14,7 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mibench.errors import MibenchError
+from mibench.leaderboard.per_example import EXAMPLES_ARTIFACT, Examples, ExampleSource, Resampler
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,13 @@ class Entry:
     inert: tuple[str, ...] = ()
     #: the record's |m(full) - m(empty)| is within a few bootstrap standard errors of zero
     no_effect: bool = False
+    #: the per-example files of the record(s) behind this cell, one per seed (in seed order); empty when some
+    #: record has none (its cell is then compared by a normal approximation, see leaderboard.significance)
+    examples: tuple[ExampleSource, ...] = ()
+    #: causal track: the IIA a no-op intervention gets on the evaluated pairs, one per record with the field
+    floors: tuple[float, ...] = ()
+    #: why the entry's table stands apart from the others of its track (shown under the table's heading)
+    group_note: str = ""
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -76,9 +86,19 @@ class Track:
     row_attribute: str | None = None
     #: a table drawn from another track's records (e.g. AUROC from circuit records with a known circuit)
     source: str | None = None
+    #: recomputes the track's metrics from a record's per-example file on resampled indices (the paired
+    #: bootstrap of "best"); None: the track has no per-example data, so "best" is the plain maximum
+    resample: Resampler | None = None
 
 
 # -------------------------------------------------------------------------------------- circuit track
+#: the graph position-aware circuit methods are scored on; methods on different graphs never share a table
+POSITIONAL_GRAPH = "position-aware graph"
+POSITIONAL_NOTE = ("Position-aware methods are scored on the position-aware graph (one edge per pair of token "
+                   "spans: e.g. 4,822 edges on IOI against the 496 of MIB's graph), and a circuit size is a fraction "
+                   "of the scored graph's edges: 1 % of 4,822 edges is not 1 % of 496. These rows are therefore "
+                   "never ranked against the position-invariant methods; the matched-budget comparison (below, "
+                   "when present) compares the two at equal edge counts.")
 CPR = Metric("CPR", True, "circuit performance ratio: area under the faithfulness curve (signed ranking)")
 CMD = Metric("CMD", False, "circuit-model distance: area between the faithfulness curve and 1 (absolute ranking)")
 
@@ -113,6 +133,13 @@ def _plot_path(record_file: Path, artifact: str | None) -> Path | None:
     if candidate.parent != folder or candidate.suffix.lower() != ".png" or not candidate.is_file():
         return None
     return candidate
+
+
+def _example_sources(record_file: Path, record) -> tuple[ExampleSource, ...]:
+    """The record's per-example file, when it lists one (whether it is usable is checked when it is needed)."""
+    if EXAMPLES_ARTIFACT not in record.artifacts:
+        return ()
+    return (ExampleSource(record=record, folder=record_file.parent),)
 
 
 def _read(reader: Callable[[Path], object], path: Path, rel: str):
@@ -158,18 +185,21 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
     major = task.version.split(".")[0]
     revision = model.revision or "local"
     weights = f", weights {model.weights_sha256}" if model.weights_sha256 else ""
-    graph = f"{'position-aware' if method.position_aware else 'MIB'} graph of {record.metrics.n_items} {method.level}s"
+    items = f"{'position-aware' if method.position_aware else 'MIB'} graph of {record.metrics.n_items} {method.level}s"
+    graph = POSITIONAL_GRAPH if method.position_aware else ""  # MIB's graph: the tables' default, unnamed
     return Entry(
         track="circuit",
         record=rel,
         method=method_label(method.id, method.ablation),
         task=task.id,
         model=model.id,
-        group=(method.level, task.split, scorer.version),
-        group_title=f"{method.level} level, {task.split} split, scorer {scorer.version}",
+        group=(method.level, task.split, scorer.version, graph),
+        group_title=", ".join(filter(None, (f"{method.level} level", f"{task.split} split", f"scorer {scorer.version}",
+                                            graph))),
+        group_note=POSITIONAL_NOTE if method.position_aware else "",
         column_key=record.comparability_key,
         column_details=(f"task version {major}, counterfactual {task.counterfactual}, model revision {revision}"
-                        f"{weights}, {graph}"),
+                        f"{weights}, {items}"),
         values={"CPR": (record.metrics.cpr, record.metrics.cpr_stderr),
                 "CMD": (record.metrics.cmd, record.metrics.cmd_stderr)},
         created=record.created,
@@ -180,11 +210,19 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
         empty_sizes=empty_fractions(record),
         inert=inert_metrics(record),
         no_effect=effect_unmeasurable(record),
+        examples=_example_sources(path, record),
     )
 
 
+def _circuit_resample(examples: Examples, index: np.ndarray) -> dict[str, np.ndarray]:
+    from mibench.circuits.areas import circuit_metrics_from_examples
+
+    values = circuit_metrics_from_examples(examples.arrays, tuple(examples.source.record.scorer.fractions), index)
+    return {CPR.name: values.cpr, CMD.name: values.cmd}
+
+
 CIRCUIT_TRACK = Track(name="circuit", title="Circuit localization", metrics=(CPR, CMD), read=read_circuit_entry,
-                      plots_title="Faithfulness curves", row_attribute="positions")
+                      plots_title="Faithfulness curves", row_attribute="positions", resample=_circuit_resample)
 
 
 # ------------------------------------------------------------------------------ known circuits (AUROC)
@@ -206,6 +244,7 @@ def read_ground_truth_entry(path: Path, rel: str) -> Entry | None:
     entry.values = {AUROC.name: (truth.auroc, None), AUROC_FULL.name: (truth.auroc_full, None)}
     entry.group = ("auroc", *entry.group)
     entry.empty_sizes, entry.inert, entry.no_effect = (), (), False  # faithfulness flags; AUROC does not divide
+    entry.examples = ()  # AUROC has no per-example values
     roc = record_artifact(path, "roc_plot")
     entry.plot = roc
     return entry
@@ -261,11 +300,24 @@ def read_causal_entry(path: Path, rel: str) -> Entry:
         plot=_plot_path(path, record.artifacts.get("plot")),
         reasons=reasons,
         seed=record.seed,
+        examples=_example_sources(path, record),
+        floors=() if metrics.noop_iia is None else (metrics.noop_iia,),
     )
 
 
+def _causal_resample(examples: Examples, index: np.ndarray) -> dict[str, np.ndarray]:
+    from mibench.causal.iia import causal_metrics_resampled
+
+    record = examples.source.record
+    values = causal_metrics_resampled(examples.arrays["correct"], record.sites, examples.arrays.get("kind"),
+                                      n_layers=record.model.n_layers, index=index)
+    average = np.full(len(index), np.nan) if values.average is None else values.average
+    return {IIA_AVERAGE.name: average, IIA_BEST.name: values.best}
+
+
 CAUSAL_TRACK = Track(name="causal", title="Causal variable localization", metrics=(IIA_AVERAGE, IIA_BEST),
-                     read=read_causal_entry, plots_title="IIA heatmaps (layer x token position)")
+                     read=read_causal_entry, plots_title="IIA heatmaps (layer x token position)",
+                     resample=_causal_resample)
 
 #: Tracks with a leaderboard table, by the value of a record's ``track`` field.
 TRACKS: dict[str, Track] = {CIRCUIT_TRACK.name: CIRCUIT_TRACK, CAUSAL_TRACK.name: CAUSAL_TRACK,
