@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from mibench.engine import PatchingEngine
     from mibench.leaderboard.comparisons import MatchedBudget, PeapVsEap, PositionSumming, Scores, write_comparison
     from mibench.models.loading import load_model
+    from mibench.pipeline.header import data_hash
+    from mibench.results.environment import git_commit
 
     loaded = load_model(args.model)
     engine = PatchingEngine(loaded.adapter)
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                         cmd_stderr=peap_score.cmd_stderr),
             matched=[MatchedBudget(fraction=fraction, edges=n, eap=float(a), peap=float(b))
                      for fraction, n, a, b in zip(FRACTIONS, budgets, f_eap, f_peap)],
-            position_summing=summing)
+            position_summing=summing, task_version=str(card.version), data_hash=data_hash(test),
+            weights_sha256=loaded.weights_sha256, git_commit=git_commit())
         print(f"\n  wrote {write_comparison(comparison, args.json)}")
     return 0
 

@@ -70,6 +70,11 @@ class PeapVsEap(_Strict):
     peap: Scores
     matched: list[MatchedBudget]
     position_summing: list[PositionSumming]
+    #: provenance, so a reader can tell which data and weights the numbers come from (None in older files)
+    task_version: str | None = None
+    data_hash: str | None = None
+    weights_sha256: str | None = None
+    git_commit: str | None = None
 
 
 def write_comparison(comparison: PeapVsEap, path: str | Path) -> Path:

@@ -175,7 +175,15 @@ def _comparison_summary(comparison: PeapVsEap) -> str:
     return (f"Counterfactual {comparison.counterfactual}; scores from {comparison.attribution_examples} train "
             f"examples, evaluation on {comparison.test_examples} test examples; spans {', '.join(comparison.spans)}. "
             f"Graphs: position-invariant {comparison.invariant_edges:,} edges, position-aware "
-            f"{comparison.positional_edges:,}.")
+            f"{comparison.positional_edges:,}." + _comparison_provenance(comparison))
+
+
+def _comparison_provenance(comparison: PeapVsEap) -> str:
+    parts = [f"{label} {value}" for label, value in (
+        ("task version", comparison.task_version), ("test data", comparison.data_hash),
+        ("weights", comparison.weights_sha256), ("commit", comparison.git_commit and comparison.git_commit[:12]))
+        if value]
+    return f" Measured with {', '.join(parts)}." if parts else ""
 
 
 def _comparison_tables(comparison: PeapVsEap) -> list[TextTable]:
