@@ -222,3 +222,23 @@ def test_scores_files_round_trip_unchanged(engine_and_examples, tmp_path):
     assert first.file_score_scale == 1.0
     save_circuit(first, tmp_path / "b.json")
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+
+
+@pytest.mark.slow
+def test_evaluate_writes_scores_json_in_file_units(random_task_model, tmp_path):
+    """End to end: the run's scores.json is the batch-size-independent mean divided by --batch-size."""
+    from mibench.cli import main
+
+    written = {}
+    for batch_size in (4, 8):
+        out = tmp_path / f"b{batch_size}"
+        status = main(["evaluate", "--method", "eap", "--task", "ioi", "--model", str(random_task_model),
+                       "--attribution-examples", "16", "--limit", "8", "--batch-size", str(batch_size),
+                       "--bootstrap", "10", "--quiet", "--output-dir", str(out)])
+        assert status == 0
+        (scores,) = out.rglob("scores.json")
+        written[batch_size] = load_circuit(scores).edge_scores.double()
+    largest = written[4].abs().max().item()
+    assert largest > 0
+    # float32 model: batches of different shapes round differently; compare to the largest score
+    torch.testing.assert_close(written[4], 2 * written[8], rtol=1e-4, atol=1e-5 * largest)
