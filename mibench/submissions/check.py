@@ -105,7 +105,9 @@ def _stray_files(files: list[Path], kept: list[Path], what: str, problems: list[
             problems.append(Problem(str(path), None, f"unexpected file: {what}"))
 
 
-def _check_importances(cell: Cell, card: SubmissionCard, problems: list[Problem]) -> None:
+def _check_importances(cell: Cell, level: str | None, problems: list[Problem]) -> None:
+    """One importances file in the cell folder, readable for the model's graph, at ``level`` (None: any), with
+    something to rank."""
     import torch
 
     files = [p for p in _entries(cell.folder) if p.is_file()]
@@ -125,9 +127,9 @@ def _check_importances(cell: Cell, card: SubmissionCard, problems: list[Problem]
     graph = _load(path, cell.model.layout, problems)
     if graph is None:
         return
-    if card.level is not None and graph.level != card.level:
+    if level is not None and graph.level != level:
         problems.append(Problem(str(path), None, f"holds {graph.level}-level scores, but the card says "
-                                f"level: {card.level}"))
+                                f"level: {level}"))
         return
 
     def nothing_scored(scores: torch.Tensor) -> bool:
@@ -296,7 +298,7 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
             if inner.is_dir():
                 problems.append(Problem(str(inner), None, "unexpected folder: a cell folder holds its files directly"))
         if card.contains == "importances":
-            _check_importances(cell, card, problems)
+            _check_importances(cell, card.level, problems)
         else:
             _check_circuits(cell, problems)
 
