@@ -52,31 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.submission_action == "check":
-        return _check_mib(args.paths) if args.layout == "mib" else _check(args.paths)
+        return _check(args.paths, args.layout)
     if args.submission_action == "export":
         return _export(args)
     return _evaluate(args)
-
-
-def _check_mib(paths: list[str]) -> int:
-    from mibench.submissions.mib_check import check_mib_layout
-
-    failed = False
-    for path in paths:
-        report = check_mib_layout(path)
-        for problem in report.problems:
-            print(problem)
-        for warning in report.warnings:
-            log.warning("%s", warning)
-        if report.problems:
-            failed = True
-            log.error("%s: %d problem(s)", path, len(report.problems))
-        else:
-            models = {c.model.name for c in report.cells}
-            tasks = {c.task for c in report.cells}
-            print(f"{path}: ok (MIB {report.track} layout; {len(report.cells)} folder(s), {len(models)} models, "
-                  f"{len(tasks)} tasks)")
-    return 1 if failed else 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -92,23 +71,40 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(paths: list[str]) -> int:
+def _check(paths: list[str], layout: str) -> int:
+    """One ``file: field: message`` line per problem, an ``ok`` line per clean folder; exit status 1 on any."""
     from mibench.submissions import inspect_submission
+    from mibench.submissions.mib_check import check_mib_layout
 
+    inspect = check_mib_layout if layout == "mib" else inspect_submission
     failed = False
     for path in paths:
-        report = inspect_submission(path)
+        report = inspect(path)
         for problem in report.problems:
             print(problem)
+        if layout == "mib":  # (the card checker issues its own warnings as it finds them)
+            for warning in report.warnings:
+                log.warning("%s", warning)
         if report.problems:
             failed = True
             log.error("%s: %d problem(s)", path, len(report.problems))
         else:
-            card = report.card
-            what = (f"plugin {card.plugin.method}" if card.contains == "plugin" and card.plugin
-                    else f"{card.contains} for {len(report.cells)} cell(s)")
-            print(f"{path}: ok ({what}; {len(card.models)} models, {len(card.tasks)} tasks)")
+            print(f"{path}: ok ({_mib_summary(report) if layout == 'mib' else _card_summary(report)})")
     return 1 if failed else 0
+
+
+def _card_summary(report) -> str:
+    card = report.card
+    what = (f"plugin {card.plugin.method}" if card.contains == "plugin" and card.plugin
+            else f"{card.contains} for {len(report.cells)} cell(s)")
+    return f"{what}; {len(card.models)} models, {len(card.tasks)} tasks"
+
+
+def _mib_summary(report) -> str:
+    models = {c.model.name for c in report.cells}
+    tasks = {c.task for c in report.cells}
+    return (f"MIB {report.track} layout; {len(report.cells)} folder(s), {len(models)} models, "
+            f"{len(tasks)} tasks")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
