@@ -73,7 +73,7 @@ def _engine_logits(model, data: CircuitBatch) -> torch.Tensor:
 
 def _hf_logits(model, data: CircuitBatch) -> torch.Tensor:
     with torch.no_grad():
-        return model(data.clean_ids, attention_mask=data.attention_mask).logits
+        return model(data.clean_ids.to(model.device), attention_mask=data.attention_mask.to(model.device)).logits
 
 
 @pytest.mark.parametrize("family", FAMILIES)
