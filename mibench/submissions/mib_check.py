@@ -33,9 +33,9 @@ from mibench.submissions.check import (
     MIN_MODELS,
     MIN_TASKS,
     Cell,
-    _check_circuits,
-    _check_importances,
-    _entries,
+    check_circuits,
+    check_importances,
+    folder_entries,
 )
 from mibench.submissions.mib_names import (
     LOADABLE_FEATURIZERS,
@@ -104,14 +104,14 @@ def _circuit_task_spellings() -> dict[str, str]:
 def _check_circuit_layout(report: MibLayoutReport) -> None:
     problems, spellings = report.problems, _circuit_task_spellings()
     folders: list[Path] = []
-    for item in _entries(report.path):
+    for item in folder_entries(report.path):
         if item.is_file():
             if item.name != "README.md":
                 problems.append(Problem(str(item), None, "unexpected file: circuit files belong in <task>_<model>/ "
                                         "folders (e.g. ioi_gpt2/importances.json)"))
         elif _is_abs_folder(item.name):
-            folders += [p for p in _entries(item) if p.is_dir()]
-            problems += [Problem(str(p), None, "unexpected file in a ranking folder") for p in _entries(item)
+            folders += [p for p in folder_entries(item) if p.is_dir()]
+            problems += [Problem(str(p), None, "unexpected file in a ranking folder") for p in folder_entries(item)
                          if p.is_file()]
         else:
             folders.append(item)
@@ -126,11 +126,11 @@ def _check_circuit_layout(report: MibLayoutReport) -> None:
             continue
         cell = Cell(task=spellings[parsed[0]], model=model, folder=folder)
         report.cells.append(cell)
-        files = [p for p in _entries(folder) if p.is_file()]
+        files = [p for p in folder_entries(folder) if p.is_file()]
         if len(files) == 1 and files[0].stem == "importances":
-            _check_importances(cell, None, problems)
+            check_importances(cell, None, problems)
         else:
-            _check_circuits(cell, problems)
+            check_circuits(cell, problems)
     _check_coverage(report)
 
 
@@ -178,7 +178,7 @@ def _causal_cell(folder: Path, problems: list[Problem]) -> tuple[str, ModelTarge
 
 def _unit_files(folder: Path, problems: list[Problem]) -> dict[str, dict[str, Path]]:
     units: dict[str, dict[str, Path]] = {}
-    for item in _entries(folder):
+    for item in folder_entries(folder):
         suffix = next((s for s in sorted(UNIT_SUFFIXES, key=len, reverse=True) if item.name.endswith(s)), None)
         if item.is_dir() or suffix is None:
             problems.append(Problem(str(item), None, "unexpected entry: a unit folder holds <unit>_featurizer, "
@@ -314,7 +314,7 @@ def _check_unit(name: str, files: dict[str, Path], folder: Path, model: ModelTar
 def _check_causal_layout(report: MibLayoutReport) -> None:
     problems = report.problems
     custom_code = (report.path / "featurizer.py").is_file()
-    for item in _entries(report.path):
+    for item in folder_entries(report.path):
         if item.is_file():
             if item.name not in CAUSAL_TOP_FILES:
                 problems.append(Problem(str(item), None, f"unexpected file (beside the unit folders MIB allows "
@@ -327,7 +327,7 @@ def _check_causal_layout(report: MibLayoutReport) -> None:
         if parsed is None:
             continue
         task, model, variable = parsed
-        inner = _entries(item)
+        inner = folder_entries(item)
         folder = inner[0] if len(inner) == 1 and inner[0].is_dir() else item  # MIB: one sub-folder deeper is fine
         cell = Cell(task=task, model=model, folder=folder, variables={variable: folder})
         report.cells.append(cell)
