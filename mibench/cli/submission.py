@@ -73,10 +73,10 @@ def _export(args: argparse.Namespace) -> int:
 
 def _check(paths: list[str], layout: str) -> int:
     """One ``file: field: message`` line per problem, an ``ok`` line per clean folder; exit status 1 on any."""
-    from mibench.submissions import inspect_submission
-    from mibench.submissions.mib_check import check_mib_layout
-
-    inspect = check_mib_layout if layout == "mib" else inspect_submission
+    if layout == "mib":
+        from mibench.submissions.mib_check import check_mib_layout as inspect
+    else:
+        from mibench.submissions import inspect_submission as inspect
     failed = False
     for path in paths:
         report = inspect(path)
