@@ -7,8 +7,8 @@ All of them compute the same first-order estimate of what ablating something cos
     score(u, i)   = sum over examples and positions of     Delta_u[i] * dL/da_u[i]   (neuron level)
 
 with ``Delta_u = a~_u - a_u`` (ablated minus clean source output) and ``L = -logit difference``; a
-positive score means ablating the edge hurts the task. Scores are averaged over examples. Methods differ
-only in *where the gradient is taken*:
+positive score means ablating the edge hurts the task. Scores are averaged over examples (and
+interpolation points). Methods differ only in *where the gradient is taken*:
 
 * ``interpolation="none"`` (EAP, NAP): at the clean input.
 * ``"inputs"`` (EAP-IG-inputs, NAP-IG): averaged over inputs whose token embedding is interpolated from
@@ -17,6 +17,14 @@ only in *where the gradient is taken*:
   (the input, one layer's heads, one MLP) between ablated and clean. By default a source's score uses the
   runs that interpolate *its own* group (Marks et al.); ``pooled=True`` pools every run's gradients
   into every score as MIB's reference code does.
+
+Magnitudes: in memory a score is the per-example mean above, so EAP is exactly the derivative of exact
+patching whatever the batch size. MIB's files (EAP-IG ``attribute``) hold that mean divided by the batch
+size: EAP-IG backpropagates the batch *mean* of the loss, sums over batches and divides by the number of
+examples (and IG steps). The returned graph's ``file_score_scale`` is ``1 / batch size`` (the largest
+batch, i.e. the configured size, or the number of examples if fewer), so the files mibench writes match
+MIB's at the same ``--batch-size``; see ``docs/file-formats.md`` (MIB's last, partial batch weighs its
+examples more; mibench weighs every example equally).
 
 Edge scores never materialise a per-edge tensor: the engine calls back with the gradient at every
 receiver input (all heads' q/k/v of a layer at once), and one contraction with the fixed ``Delta`` buffer
@@ -413,14 +421,15 @@ def attribute(
         shape = (layout.n_forward, layout.d_model) if level == "neuron" else (layout.n_forward,)
         scores = torch.zeros(shape, dtype=torch.float64)
         accumulator = SourceGradientCapture(scores, per_neuron=level == "neuron")
-    scale = _accumulate(engine, batches, accumulator, ablation=ablation, reference=reference,
-                        interpolation=interpolation, steps=steps, rule=rule, pooled=pooled, on_batch=on_batch)
+    norm = _accumulate(engine, batches, accumulator, ablation=ablation, reference=reference,
+                       interpolation=interpolation, steps=steps, rule=rule, pooled=pooled, on_batch=on_batch)
     if level == "edge":
-        graph.edge_scores = (scores * scale).float() * graph.real_edge_mask
+        graph.edge_scores = (scores * norm.scale).float() * graph.real_edge_mask
     elif level == "node":
-        graph.node_scores = (scores * scale).float()
+        graph.node_scores = (scores * norm.scale).float()
     else:
-        graph.neuron_scores = (scores * scale).float()
+        graph.neuron_scores = (scores * norm.scale).float()
+    graph.file_score_scale = norm.file_score_scale
     return graph
 
 
@@ -452,22 +461,35 @@ def attribute_by_span(
     def before(batch: CircuitBatch) -> None:
         contraction.span_ids = span_ids_of(batch).to(engine.device)
 
-    scale = _accumulate(engine, batches, contraction, ablation=ablation, reference=reference,
-                        interpolation=interpolation, steps=steps, rule=rule, pooled=False, on_batch=on_batch,
-                        before_batch=before)
-    graph.edge_scores = (scores * scale).float() * graph.real_edge_mask
+    norm = _accumulate(engine, batches, contraction, ablation=ablation, reference=reference,
+                       interpolation=interpolation, steps=steps, rule=rule, pooled=False, on_batch=on_batch,
+                       before_batch=before)
+    graph.edge_scores = (scores * norm.scale).float() * graph.real_edge_mask
     return graph
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """How accumulated sums become scores.
+
+    ``scale`` turns the sums into averages over examples (and interpolation points): mibench's in-memory
+    scores. ``file_score_scale`` (``1 / largest batch``) then gives MIB's file magnitudes, those of
+    EAP-IG's batch-mean loss divided by the number of examples."""
+
+    scale: float
+    file_score_scale: float
 
 
 def _accumulate(engine: PatchingEngine, batches: Iterable[CircuitBatch],
                 accumulator: EdgeGradientContraction | SourceGradientCapture, *, ablation: str,
                 reference: Ablation | None, interpolation: Interpolation, steps: int, rule: RiemannRule,
                 pooled: bool, on_batch: Callable[[int], None] | None,
-                before_batch: Callable[[CircuitBatch], None] | None = None) -> float:
-    """Run every attribution pass of every batch, feeding gradients to ``accumulator``; returns the factor
-    that turns the accumulated sums into averages over examples (and interpolation points)."""
+                before_batch: Callable[[CircuitBatch], None] | None = None) -> Normalisation:
+    """Run every attribution pass of every batch, feeding gradients to ``accumulator``; returns how the
+    accumulated sums are normalised."""
     edges = isinstance(accumulator, EdgeGradientContraction)
     total = 0
+    largest_batch = 1
     passes_per_credit = 1
     with engine.frozen_parameters():
         for batch in batches:
@@ -513,6 +535,7 @@ def _accumulate(engine: PatchingEngine, batches: Iterable[CircuitBatch],
                 if edges:
                     accumulator.finish()
             total += batch.size
+            largest_batch = max(largest_batch, batch.size)
             if on_batch is not None:
                 on_batch(batch.size)
-    return 1.0 / (max(total, 1) * passes_per_credit)
+    return Normalisation(scale=1.0 / (max(total, 1) * passes_per_credit), file_score_scale=1.0 / largest_batch)

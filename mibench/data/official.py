@@ -44,6 +44,7 @@ row index and the (dotted) column. Extra columns are ignored: MIB's rows carry p
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -63,6 +64,11 @@ from mibench.errors import MibenchError, close_matches
 from mibench.tasks.ravel.entities import ATTRIBUTES
 
 OFFICIAL_DATA_DIR_ENV = "MIBENCH_OFFICIAL_DATA_DIR"
+log = logging.getLogger("mibench")
+#: A hub commit id (what ``datasets`` names a hub dataset's cache folder after).
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+#: (repo, config) -> the commit an unpinned hub read resolved to (None: not determinable), per process.
+_RESOLVED: dict[tuple[str, str | None], str | None] = {}
 CF_SUFFIX = "_counterfactual"
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".jsonl.gz", ".json.gz")
 _HUB_PROBE_TIMEOUT_S = 3.0
@@ -611,7 +617,46 @@ def _hub_rows(task_id: str, split: str, revision: str | None,
         if translated is None:
             raise
         raise translated from None  # the message carries the cause; the client's traceback only buries it
+    if revision is None:
+        _note_unpinned(repo, config, resolved_commit(rows))
     return label, rows
+
+
+def resolved_commit(rows: Any) -> str | None:
+    """The hub commit ``rows`` were read at, or None. ``datasets`` caches a hub dataset in a folder named after
+    the commit it resolved (``.../<config>/0.0.0/<commit>/...arrow``)."""
+    for entry in getattr(rows, "cache_files", None) or []:
+        filename = entry.get("filename", "") if isinstance(entry, Mapping) else ""
+        commit = next((part for part in reversed(Path(filename).parts) if _COMMIT.fullmatch(part)), None)
+        if commit is not None:
+            return commit
+    return None
+
+
+def _note_unpinned(repo: str, config: str | None, commit: str | None) -> None:
+    """Warn (once per dataset and process) that an unpinned read takes whatever the hub serves, and remember
+    the commit it resolved to (:func:`resolved_revision`)."""
+    key = (repo, config)
+    known = _RESOLVED.get(key)
+    _RESOLVED[key] = commit or known
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    resolved = (f"this run read commit {commit}" if commit else
+                "the commit it read could not be determined (datasets did not name it)")
+    log.warning("%s: the data is unpinned -- the task card's official.revision is empty and no --data-revision was "
+                "given, so the run reads whatever the hub serves today; %s. Pass --data-revision <commit> for a "
+                "reproducible run", repo, resolved)
+
+
+_WARNED: set[tuple[str, str | None]] = set()
+
+
+def resolved_revision(task_id: str, config: str | None = None) -> str | None:
+    """The hub commit an unpinned official read of ``task_id`` resolved to in this process (None: pinned, not
+    read from the hub, or not determinable)."""
+    official = _official(task_id)
+    return _RESOLVED.get((official.hf_repo, config or official.config))
 
 
 def _import_datasets() -> Any:
@@ -757,6 +802,14 @@ class OfficialData:
         """The first ``n`` official examples of ``split`` in the dataset's order (with ``seed``: a seeded sample)."""
         return sampled(partial(load_official, self.task.card.id, split, data_dir=self.source.data_dir,
                                config=self.source.config, revision=self.source.revision), n, seed)
+
+    @property
+    def data_revision(self) -> str | None:
+        """The dataset revision the examples come from: ``--data-revision``, else the card's, else the commit an
+        unpinned hub read resolved to (None before any read, for local copies, or when undeterminable)."""
+        official = _official(self.task.card.id)
+        return (self.source.revision or official.revision
+                or resolved_revision(self.task.card.id, self.source.config))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.task, name)

@@ -47,6 +47,7 @@ from torch import Tensor
 from mibench.engine.attention import attention_pattern_mask, multihead_attention
 from mibench.engine.deltas import BufferDeltaStore, DifferentiableDeltaStore, weighted_sum
 from mibench.engine.masks import CircuitMask
+from mibench.engine.placement import placed_adapter
 from mibench.engine.receiver_grads import SharedInputProjection
 from mibench.graph.graph import real_edge_mask
 from mibench.graph.layout import GraphLayout
@@ -163,8 +164,12 @@ class PatchingEngine:
         """``max_delta_bytes``: stacked circuits are evaluated in chunks whose ablation-delta buffer
         (``n_forward x rows x T x d`` elements) stays under this size. Default: 256 MiB on CPU, where
         evaluation is memory-bound and measured fastest one circuit at a time, and 8 GiB on accelerators,
-        where larger batches fill the device. Results do not depend on it."""
-        self.adapter = adapter
+        where larger batches fill the device. Results do not depend on it.
+
+        A model spread over devices (an accelerate ``device_map``) runs through
+        :func:`~mibench.engine.placement.placed_adapter`: each module gets its inputs on its own device, and
+        the engine's state stays on the input embeddings' device (``self.device``)."""
+        self.adapter = placed_adapter(adapter)
         self.layout = adapter.layout
         self.groups = source_groups(self.layout)
         #: Compute each K/V head once for all its query heads whenever their inputs are identical.
@@ -173,7 +178,7 @@ class PatchingEngine:
         self.group_kv = group_kv
         self._real_edges = real_edge_mask(self.layout)
         if max_delta_bytes is None:
-            max_delta_bytes = 256 * 2**20 if adapter.device.type == "cpu" else 8 * 2**30
+            max_delta_bytes = 256 * 2**20 if self.adapter.device.type == "cpu" else 8 * 2**30
         self.max_delta_bytes = max_delta_bytes
 
     @property

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from mibench.engine.attention import apply_rotary, attention_pattern_mask, multihead_attention
+from mibench.engine.placement import placed_adapter
 from mibench.models.adapter import ModelAdapter
 
 #: ``edit(layer, resid)`` returns the residual stream to continue with after block ``layer``.
@@ -51,7 +52,7 @@ class ResidualRunner:
     """Plain forward passes of an adapted model, with optional edits and starts at any block."""
 
     def __init__(self, adapter: ModelAdapter) -> None:
-        self.adapter = adapter
+        self.adapter = placed_adapter(adapter)  # a model spread over devices: see mibench.engine.placement
 
     @property
     def n_layers(self) -> int:

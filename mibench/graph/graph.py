@@ -25,6 +25,11 @@ attribute                     dtype / shape               meaning
 
 F = ``n_forward`` (input, heads, MLPs), B = ``n_backward`` (q/k/v slot per head, MLP input, logits).
 
+``file_score_scale`` (float, default 1) is the factor the file writers apply to every score so that files hold
+MIB's magnitudes. Gradient attribution keeps per-example means in memory (so EAP equals the derivative of
+exact patching) and sets it to ``1 / batch size``: MIB's EAP-IG differentiates a batch-*mean* loss and then
+divides by the number of examples (see ``docs/file-formats.md``). A graph read from a file has scale 1.
+
 Files are read and written by :mod:`mibench.graph.io` (``load_circuit`` / ``save_circuit``), which builds on
 this module; the container itself knows nothing of file formats.
 """
@@ -78,6 +83,7 @@ class Graph:
         self.neuron_scores: torch.Tensor | None = (
             torch.full((n_forward, d_model), float("nan"), dtype=torch.float32) if neuron_level else None
         )
+        self.file_score_scale: float = 1.0
 
     @classmethod
     def from_hf_config(cls, config: Any, **kwargs: bool) -> Graph:
@@ -308,6 +314,7 @@ class Graph:
         for attr in _TENSOR_ATTRS:
             value = getattr(self, attr)
             setattr(other, attr, None if value is None else value.clone())
+        other.file_score_scale = self.file_score_scale
         return other
 
     def __repr__(self) -> str:

@@ -12,6 +12,11 @@ move freely between mibench and the MIB tooling:
   ``neurons_scores``.
 * ``.safetensors`` (mibench's addition): the same tensors, with ``cfg`` as JSON in the header metadata.
 
+Score values follow MIB's magnitude convention: writers multiply every score by the graph's
+``file_score_scale`` (``1 / batch size`` for gradient attribution, whose in-memory scores are per-example
+means; 1 otherwise), because EAP-IG's files hold batch-mean gradients divided by the number of examples.
+Readers take the values as they are. See ``docs/file-formats.md``.
+
 Files from outside are *data, never code*: ``.pt`` files are read only with
 ``torch.load(weights_only=True)``, and a pickle that would need to run code is refused with a
 ``CircuitFileError``. Every other defect (missing keys, wrong types, dtypes or shapes, unknown names,
@@ -140,17 +145,29 @@ def _layout_text(layout: GraphLayout) -> str:
 
 
 # ------------------------------------------------------------------ tensors (.pt / .safetensors)
+def file_scores(graph: Graph, scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` (one of the graph's score tensors) in the units files hold: times ``graph.file_score_scale``.
+
+    The product is taken in float64 and rounded once to float32, so a scale of 1 leaves every value unchanged.
+    """
+    if graph.file_score_scale == 1.0:
+        return scores.float()
+    return (scores.double() * graph.file_score_scale).float()
+
+
 def _tensor_payload(graph: Graph) -> dict[str, torch.Tensor]:
-    """The graph's tensors under MIB's key names, canonicalised (non-edges: score 0, not in graph)."""
+    """The graph's tensors under MIB's key names, canonicalised (non-edges: score 0, not in graph), scores in
+    file units."""
     real = graph.real_edge_mask
     out = {
-        "edges_scores": torch.where(real, graph.edge_scores.float(), torch.zeros(())),
+        "edges_scores": torch.where(real, file_scores(graph, graph.edge_scores), torch.zeros(())),
         "edges_in_graph": graph.edges_in_graph & real,
     }
     for key, (attr, kind, _shape) in TENSOR_KEYS.items():
         value = getattr(graph, attr)
         if key not in out and value is not None:
-            out[key] = value.to(torch.float32 if kind == "float" else torch.bool).contiguous().clone()
+            value = file_scores(graph, value) if kind == "float" else value.to(torch.bool)
+            out[key] = value.contiguous().clone()
     return out
 
 
@@ -402,7 +419,8 @@ def load_json(path: PathLike, layout: GraphLayout | None = None) -> Graph:
 def _node_entries(graph: Graph) -> dict[str, dict[str, Any]]:
     columns: dict[str, list[Any]] = {"in_graph": graph.nodes_in_graph.tolist()}
     optional = {"score": graph.node_scores, "neurons": graph.neurons_in_graph, "neurons_scores": graph.neuron_scores}
-    columns.update({key: value.tolist() for key, value in optional.items() if value is not None})
+    columns.update({key: (value if value.dtype == torch.bool else file_scores(graph, value)).tolist()
+                    for key, value in optional.items() if value is not None})
     entries = {
         name: {key: column[i] for key, column in columns.items()} for i, name in enumerate(graph.forward_names)
     }
@@ -411,9 +429,10 @@ def _node_entries(graph: Graph) -> dict[str, dict[str, Any]]:
 
 
 def save_json(graph: Graph, path: PathLike) -> None:
-    """Write MIB's JSON format, atomically; edges in MIB's order, unscored values as ``NaN``."""
+    """Write MIB's JSON format, atomically; edges in MIB's order, unscored values as ``NaN``, scores in MIB's
+    magnitude convention (see :func:`file_scores`)."""
     forward, backward = graph.edge_indices
-    scores = graph.edge_scores[forward, backward].tolist()
+    scores = file_scores(graph, graph.edge_scores[forward, backward]).tolist()
     members = graph.edges_in_graph[forward, backward].tolist()
     edges = {name: {"score": s, "in_graph": m} for name, s, m in zip(graph.edge_names(), scores, members)}
     data = {"cfg": graph.cfg, "nodes": _node_entries(graph), "edges": edges}
@@ -450,6 +469,7 @@ def save_circuit(graph: Graph, path: PathLike) -> None:
 
 __all__ = [
     "CIRCUIT_SUFFIXES",
+    "file_scores",
     "load_circuit",
     "load_json",
     "load_pt",

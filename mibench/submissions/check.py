@@ -83,7 +83,7 @@ def _is_circuit_file(path: Path) -> bool:
     return path.suffix.lower() in CIRCUIT_SUFFIXES
 
 
-def _entries(folder: Path) -> list[Path]:
+def folder_entries(folder: Path) -> list[Path]:
     """Everything in ``folder``, hidden files too: a submission holds nothing the checker does not read."""
     return sorted(folder.iterdir())
 
@@ -105,10 +105,12 @@ def _stray_files(files: list[Path], kept: list[Path], what: str, problems: list[
             problems.append(Problem(str(path), None, f"unexpected file: {what}"))
 
 
-def _check_importances(cell: Cell, card: SubmissionCard, problems: list[Problem]) -> None:
+def check_importances(cell: Cell, level: str | None, problems: list[Problem]) -> None:
+    """One importances file in the cell folder, readable for the model's graph, at ``level`` (None: any), with
+    something to rank."""
     import torch
 
-    files = [p for p in _entries(cell.folder) if p.is_file()]
+    files = [p for p in folder_entries(cell.folder) if p.is_file()]
     importances = [p for p in files if p.stem == IMPORTANCES_STEM and _is_circuit_file(p)]
     _stray_files(files, importances, "an importances submission holds exactly one importances.json / .pt / "
                  ".safetensors per cell folder", problems)
@@ -125,9 +127,9 @@ def _check_importances(cell: Cell, card: SubmissionCard, problems: list[Problem]
     graph = _load(path, cell.model.layout, problems)
     if graph is None:
         return
-    if card.level is not None and graph.level != card.level:
+    if level is not None and graph.level != level:
         problems.append(Problem(str(path), None, f"holds {graph.level}-level scores, but the card says "
-                                f"level: {card.level}"))
+                                f"level: {level}"))
         return
 
     def nothing_scored(scores: torch.Tensor) -> bool:
@@ -144,8 +146,8 @@ def _check_importances(cell: Cell, card: SubmissionCard, problems: list[Problem]
                                 "every neuron score is 0 or NaN: there is nothing to rank"))
 
 
-def _check_circuits(cell: Cell, problems: list[Problem]) -> None:
-    entries = [p for p in _entries(cell.folder) if p.is_file()]
+def check_circuits(cell: Cell, problems: list[Problem]) -> None:
+    entries = [p for p in folder_entries(cell.folder) if p.is_file()]
     files = [p for p in entries if _is_circuit_file(p)]
     _stray_files(entries, files, f"a circuits submission holds circuit files ({', '.join(CIRCUIT_SUFFIXES)}) "
                  "only", problems)
@@ -176,7 +178,7 @@ def _check_plugin(path: Path, card: SubmissionCard, card_file: str, report: Subm
 
     from mibench.submissions.plugin import PluginWithoutCardsWarning, plugin_problems
 
-    for item in _entries(path):
+    for item in folder_entries(path):
         if item.name not in TOP_LEVEL_FILES:
             report.problems.append(Problem(str(item), None, f"unexpected {'folder' if item.is_dir() else 'file'}: a "
                                            f"plugin submission holds only {CARD_FILE} (and optionally {README_FILE})"))
@@ -265,7 +267,7 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
                 expected.setdefault(folder_name, (task, model))
     example = cell_folder_names(card.tasks[0], card.models[0])[0]
     present: set[tuple[str, str]] = set()  # (task, model) of every cell folder, checked or not
-    for item in _entries(path):
+    for item in folder_entries(path):
         if item.is_file():
             if item.name in TOP_LEVEL_FILES:
                 continue
@@ -292,13 +294,13 @@ def inspect_submission(path: str | Path) -> SubmissionReport:
             if task in variables:
                 cell.variables = check_featurizer_cell(item, task, cell.model, variables[task], problems)
             continue
-        for inner in _entries(item):
+        for inner in folder_entries(item):
             if inner.is_dir():
                 problems.append(Problem(str(inner), None, "unexpected folder: a cell folder holds its files directly"))
         if card.contains == "importances":
-            _check_importances(cell, card, problems)
+            check_importances(cell, card.level, problems)
         else:
-            _check_circuits(cell, problems)
+            check_circuits(cell, problems)
 
     covered_tasks = {task for task, _model in present}
     covered_models = {model for _task, model in present}
