@@ -55,6 +55,7 @@ def test_the_documented_official_run_works_offline_on_a_local_copy(tiny_gpt2_fol
     assert record.task.n_examples == len(official_test) == 4  # GPT-2 BPE: every row tokenizes to equal lengths
     assert record.task.attribution_examples <= len(official_train) == 4
     assert record.task.counterfactual == "s2_io_flip" and record.method.id == "eap-ig-inputs"
+    assert record.task.data_revision is None  # a local copy of an unpinned card: no revision to claim
     assert (folder / "scores.json").is_file()
 
 

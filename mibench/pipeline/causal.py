@@ -240,7 +240,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
             train_pairs=len(self.train_set) if self.train_set is not None else None,
             train_split="train" if self.train_set is not None else None,
             dropped=_dropped(self.test_sets, self.train_set), data_hash=data_hash(self.test_examples),
-            limited=request.limit is not None,
+            limited=request.limit is not None, data_revision=getattr(self.task, "data_revision", None),
         )
         scorer = CausalScorerInfo(version=SCORER_VERSION, bootstrap_replicates=request.bootstrap, checker=CHECKER)
         if self.method is not None:

@@ -239,7 +239,7 @@ class CircuitTrack(Track[EvaluationRequest, CircuitRecord]):
             data_hash=data_hash(self.eval_examples),
             attribution_split="train" if self.method is not None else None,
             attribution_examples=self.train_data.n_examples if self.train_data is not None else None,
-            limited=request.limit is not None,
+            limited=request.limit is not None, data_revision=getattr(self.task, "data_revision", None),
         )
         scorer_info = ScorerInfo(version=SCORER_VERSION, fractions=list(FRACTIONS),
                                  bootstrap_replicates=request.bootstrap)

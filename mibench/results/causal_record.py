@@ -32,6 +32,8 @@ class CausalTaskInfo(_Strict):
     dropped: dict[str, int] = Field(default_factory=dict)
     data_hash: str
     limited: bool = False
+    #: as :attr:`mibench.results.record.TaskInfo.data_revision`
+    data_revision: str | None = None
 
 
 class CausalMethodInfo(_Strict):

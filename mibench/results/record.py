@@ -63,6 +63,9 @@ class TaskInfo(_Strict):
     attribution_split: str | None = None
     attribution_examples: int | None = None
     limited: bool = False
+    #: the official dataset's revision the examples come from (pinned, or the commit an unpinned hub read
+    #: resolved to); None for generated data and local copies
+    data_revision: str | None = None
 
 
 class PluginStamp(_Strict):
