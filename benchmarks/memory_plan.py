@@ -29,13 +29,13 @@ from dataclasses import asdict, dataclass
 CHEAP_ROWS = [
     ("gpt2-tasks", "gpt2-tasks", 32, 24, "eap"),
     ("gpt2-tasks", "gpt2-tasks", 32, 24, "eap-ig-inputs"),
-    ("gpt2-tasks", "gpt2-tasks", 32, 24, "evaluation"),
+    ("gpt2-tasks", "gpt2-tasks", 128, 24, "evaluation"),
     ("gpt2-medium-tasks", "gpt2-medium-tasks", 32, 24, "eap"),
     ("gpt2-medium-tasks", "gpt2-medium-tasks", 32, 24, "eap-ig-inputs"),
-    ("gpt2-medium-tasks", "gpt2-medium-tasks", 16, 24, "evaluation"),
+    ("gpt2-medium-tasks", "gpt2-medium-tasks", 64, 24, "evaluation"),
     ("llama-tasks (GQA)", "llama-tasks", 32, 24, "eap"),
     ("llama-tasks (GQA)", "llama-tasks", 32, 24, "eap-ig-inputs"),
-    ("llama-tasks (GQA)", "llama-tasks", 32, 24, "evaluation"),
+    ("llama-tasks (GQA)", "llama-tasks", 128, 24, "evaluation"),
 ]
 LARGE_ROWS = [
     ("GPT-2-small shape", "gpt2", 8, 16, "eap"),

@@ -138,23 +138,32 @@ def peak_bytes(shape: ModelShape, settings: PlanSettings) -> int:
     return max(p.peak for p in plan(shape, settings))
 
 
-def largest_batch(shape: ModelShape, settings: PlanSettings, budget: int, *, upper: int = 4096) -> int:
-    """The largest batch size whose peak fits ``budget`` bytes (0 when not even one example fits).
+def fits(phases: list[PhaseEstimate], budget: int, device_type: str) -> bool:
+    """Whether every phase fits ``budget`` with the allocator's headroom on its working memory
+    (:mod:`mibench.planning.budget`)."""
+    from mibench.planning.budget import headroom
 
-    Peaks grow with the batch (every term is non-decreasing in it), so a binary search is exact."""
+    factor = headroom(device_type)
+    return all(p.weights + factor * p.working <= budget for p in phases)
+
+
+def largest_batch(shape: ModelShape, settings: PlanSettings, budget: int, *, upper: int = 4096) -> int:
+    """The largest batch size that :func:`fits` ``budget`` bytes (0 when not even one example does).
+
+    Every term is non-decreasing in the batch size, so a binary search is exact."""
     from dataclasses import replace
 
-    def fits(batch: int) -> bool:
-        return peak_bytes(shape, replace(settings, batch_size=batch)) <= budget
+    def ok(batch: int) -> bool:
+        return fits(plan(shape, replace(settings, batch_size=batch)), budget, settings.device_type)
 
-    if not fits(1):
+    if not ok(1):
         return 0
     lo, hi = 1, upper
-    if fits(hi):
+    if ok(hi):
         return hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
     return lo
 
 
