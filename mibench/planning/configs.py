@@ -91,10 +91,13 @@ class ModelShape:
         return self.n_heads // self.n_kv_heads
 
     @property
-    def python_gelu(self) -> bool:
-        """GPT-2's ``gelu_new`` is written in Python (``NewGELUActivation``): its backward keeps four
-        ``F``-wide tensors (the input, ``tanh``'s output, ``0.5 x`` and ``1 + tanh``) instead of one."""
-        return self.activation == "gelu_new"
+    def native_activation(self) -> bool:
+        """The engine's GPT-2 MLP runs tanh-GELUs (``gelu_new`` included) as one native op, which keeps only
+        its input for backward; other activations go through the HF module (``NewGELUActivation``-style
+        Python keeps four ``F``-wide tensors)."""
+        from mibench.models.gpt2 import _TANH_GELU
+
+        return self.gated_mlp or self.activation in _TANH_GELU
 
     @property
     def gated_mlp(self) -> bool:

@@ -45,6 +45,7 @@ and Qwen2.5-shaped models, EAP and EAP-IG-inputs, within +-25 %); the constant o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from mibench.planning.configs import ModelShape
@@ -148,23 +149,16 @@ def fits(phases: list[PhaseEstimate], budget: int, device_type: str) -> bool:
 
 
 def largest_batch(shape: ModelShape, settings: PlanSettings, budget: int, *, upper: int = 4096) -> int:
-    """The largest batch size that :func:`fits` ``budget`` bytes (0 when not even one example does).
+    """The largest batch size up to ``upper`` that :func:`fits` ``budget`` bytes (0 when none does).
 
-    Every term is non-decreasing in the batch size, so a binary search is exact."""
+    Every size is checked: peaks are not monotone in the batch, because the interpolation points stacked per
+    pass (and the circuits per evaluation forward) shrink as the batch grows."""
     from dataclasses import replace
 
-    def ok(batch: int) -> bool:
-        return fits(plan(shape, replace(settings, batch_size=batch)), budget, settings.device_type)
-
-    if not ok(1):
-        return 0
-    lo, hi = 1, upper
-    if ok(hi):
-        return hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo
+    for batch in range(upper, 0, -1):
+        if fits(plan(shape, replace(settings, batch_size=batch)), budget, settings.device_type):
+            return batch
+    return 0
 
 
 # ====================================================================== per-token counts
@@ -191,8 +185,9 @@ def saved_per_token(shape: ModelShape, s: int, seq: int, *, per_head_copies: boo
       k/v are per query head), the softmax output in float32 and its cast (``H T (4 + s)``, one copy in
       float32), Gemma-2's soft-capping tanh output (``H T s``).
     * Gemma-2's post-attention and post-feedforward norms (``2 d * 4``).
-    * MLP: the input's clone kept by its norm, then the activation: GPT-2 ``F s`` (native tanh GELU) or
-      ``4 F s`` (``gelu_new``); gated MLPs ``3 F s`` (the activation's input, its output and ``up``).
+    * MLP: the input's clone kept by its norm, then the activation: GPT-2 ``F s`` (the adapter's native
+      tanh GELU, ``gelu_new`` included) or ``4 F s`` (a Python activation module); gated MLPs ``3 F s``
+      (the activation's input, its output and ``up``).
 
     Featurizer training runs the model's own blocks (``per_head_copies=False``), whose K/V are grouped.
     """
@@ -210,7 +205,7 @@ def saved_per_token(shape: ModelShape, s: int, seq: int, *, per_head_copies: boo
     if shape.gated_mlp:
         total += 3 * f * s
     else:
-        total += (4 if shape.python_gelu else 1) * f * s
+        total += (1 if shape.native_activation else 4) * f * s
     return total
 
 
@@ -277,6 +272,7 @@ def stacked_circuits(shape: ModelShape, settings: PlanSettings) -> int:
     return len(sizes) * (3 if settings.baseline else 2)
 
 
+@functools.lru_cache(maxsize=64)
 def edge_count(shape: ModelShape) -> int:
     """MIB's edge count of the shape's graph."""
     from mibench.graph.layout import GraphLayout
