@@ -292,7 +292,11 @@ def evaluation_terms(shape: ModelShape, settings: PlanSettings) -> dict[str, int
     ``[3H, C B, T, d]`` (built per circuit, then concatenated when ``C > 1``), one kind's normalisation
     (LayerNorm: its output; RMSNorm: two float32 temporaries and the cast), q/k/v per query head, the
     per-head outputs ``[C B, H, T, d]`` and the attention scores. Layers where some circuits keep no head
-    take the cheaper ``_attention_of_heads`` path, so this is an upper bound for sparse circuits."""
+    take the cheaper ``_attention_of_heads`` path, so this is an upper bound for sparse circuits.
+
+    When the stacked circuits do not divide into equal chunks, the ``BufferDeltaStore`` of one chunk size is
+    still alive when the other size's buffer is allocated (measured: ``BufferDeltaStore._cache.clear()`` does
+    not release it before the new ``torch.empty``), so both buffers count."""
     s, b, t, d = settings.dtype_bytes, settings.batch_size, settings.seq_len, shape.d_model
     u, h = shape.n_forward, shape.n_heads
     circuits = circuits_per_forward(shape, settings)
@@ -302,6 +306,9 @@ def evaluation_terms(shape: ModelShape, settings: PlanSettings) -> dict[str, int
         f"ablation-delta buffer ({circuits} circuit(s) x {b} rows)": u * rows * t * d * s,
         "residual streams (run, ablated, tiled)": 3 * rows * t * d * s,
     }
+    last = stacked_circuits(shape, settings) % circuits
+    if last:  # measured: the buffer of the previous chunk size is still alive when the next size is allocated
+        terms[f"the other chunk size's buffer ({last} circuit(s))"] = u * last * b * t * d * s
     copies = 2 if circuits > 1 else 1
     inputs = copies * 3 * h * rows * t * d * s
     normed = h * rows * t * d * ((8 + s) if shape.rms_norm else s)
