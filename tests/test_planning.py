@@ -22,6 +22,7 @@ from mibench.planning.memory import (
     plan,
     points_per_pass,
     saved_per_token,
+    stacked_circuits,
 )
 
 #: Published parameter counts and MIB's edge counts of its four models.
@@ -112,12 +113,14 @@ def test_chunking_rules_are_the_engines():
         circuit_batch = CircuitBatch(ids, ids, torch.ones_like(ids), ids[:, 0], ids[:, 0], [""] * batch)
         settings = PlanSettings(batch_size=batch, seq_len=seq, ig_steps=5)
         assert points_per_pass(shape, settings) == _points_per_pass(engine, circuit_batch, 5)
-        stacked = circuits_per_forward(shape, settings)
-        chunk = engine._circuits_per_forward(_FakeMask(stacked + 1), (batch, seq))
-        assert (chunk or stacked + 1) >= stacked
+        n = stacked_circuits(shape, settings)
+        chunk = engine._circuits_per_forward(_StackedMask(n), (batch, seq))
+        assert circuits_per_forward(shape, settings) == (chunk or n)
 
 
-class _FakeMask:
+class _StackedMask:
+    """What ``PatchingEngine._circuits_per_forward`` reads of a stacked mask."""
+
     def __init__(self, n: int) -> None:
         self.n_circuits = n
 
@@ -172,3 +175,22 @@ def test_plan_command_table_and_user_errors(capsys):
     assert main(["plan", "--task", "ioi", "--method", "eap", "--max-memory", "lots"]) == 2
     err = capsys.readouterr().err
     assert "not available offline" in err and "--max-memory" in err and "Traceback" not in err
+
+
+def test_evaluate_batch_size_auto_refuses_what_cannot_fit(capsys):
+    base = ["evaluate", "--method", "eap", "--task", "ioi", "--batch-size", "auto"]
+    assert main([*base, "--max-memory", "1MB"]) == 2
+    assert main([*base, "--track", "causal", "--variable", "io", "--max-memory", "1GB"]) == 2
+    assert main(["evaluate", "--method", "eap", "--task", "ioi", "--batch-size", "many"]) == 2
+    err = capsys.readouterr().err
+    assert "not even one example fits" in err and "plans the circuit track" in err and "'many'" in err
+    assert "Traceback" not in err
+
+
+def test_causal_featurizers_plan_their_training():
+    shape = shape_of(resolve_config("Qwen/Qwen2.5-0.5B"))
+    das = plan(shape, PlanSettings(batch_size=32, seq_len=20, method="das", dtype_bytes=2, device_type="cuda"))
+    assert [p.phase for p in das] == ["load", "featurizer training"]
+    assert das[1].terms["rotation, its gradient and AdamW state"] == 16 * 896 * 896
+    with pytest.raises(PlanningError, match="no memory model"):
+        plan(shape, PlanSettings(batch_size=1, seq_len=5, method="edge-pruning"))

@@ -16,17 +16,23 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 @pytest.mark.slow
 def test_estimates_are_within_a_quarter_of_measured_peaks_on_the_embedded_models():
-    """EAP and EAP-IG-inputs on three embedded shapes (MHA GPT-2s and a grouped-query Llama), and the scorer's
-    evaluation where the engine's ``max_delta_bytes`` bounds the stacked circuits."""
+    """EAP and EAP-IG-inputs on three embedded shapes (MHA GPT-2s and a grouped-query Llama) within +-25 %, and
+    the scorer's evaluation (where the engine's ``max_delta_bytes`` bounds the stacked circuits) as an upper
+    bound."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
         import memory_plan
     finally:
         sys.path.remove(str(BENCHMARKS))
     rows = memory_plan.compare(memory_plan.CHEAP_ROWS)
-    assert {row.model for row in rows} >= {"gpt2-tasks", "gpt2-medium-tasks", "llama-tasks"}
-    off = [(row.label, row.phase, round(row.ratio, 2)) for row in rows if not 0.75 <= row.ratio <= 1.25]
-    assert not off, f"measured / estimated peak outside [0.75, 1.25]: {off}"
+    attribution = [row for row in rows if row.phase != "evaluation"]
+    assert {row.model for row in attribution} >= {"gpt2-tasks", "gpt2-medium-tasks", "llama-tasks"}
+    assert {row.phase for row in attribution} == {"eap", "eap-ig-inputs"}
+    off = [(row.label, row.phase, round(row.ratio, 2)) for row in attribution if not 0.75 <= row.ratio <= 1.25]
+    assert not off, f"measured / estimated attribution peak outside [0.75, 1.25]: {off}"
+    # evaluation: an upper bound (the engine skips heads that small circuits do not use), and not a loose one
+    off = [(row.label, round(row.ratio, 2)) for row in rows if row.phase == "evaluation" and not 0.6 <= row.ratio <= 1.25]
+    assert not off, f"measured / estimated evaluation peak outside [0.6, 1.25]: {off}"
 
 
 CHILD = """

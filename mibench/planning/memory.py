@@ -38,9 +38,12 @@ Phases (what :func:`plan` returns, each as the memory beyond the weights plus th
   (``16 d^2`` bytes for a full rotation), and one training step's autograd graph through every block after
   the site (the plain blocks' activations, counted as for attribution without the per-head copies).
 
-The formulas were checked against measured peaks on CPU (``benchmarks/memory_plan.py``: random-weight GPT-2
-and Qwen2.5-shaped models, EAP and EAP-IG-inputs, within +-25 %); the constant overheads of the framework
-(Python, the CUDA context, allocator fragmentation) are not included.
+The per-layer autograd counts equal the bytes autograd saves (``tests/test_planning.py``, all four families,
+float32 and bfloat16). Whole phases were checked against measured peaks on CPU (``benchmarks/memory_plan.py``:
+the embedded models and random-weight GPT-2-small and Qwen2.5-0.5B shapes): edge-level EAP and EAP-IG-inputs
+within +-25 %; evaluation is an upper bound (small circuits skip heads); node/neuron levels and featurizer
+training are counted the same way but not yet measured. The framework's constant overheads (Python, the
+CUDA context) and the allocator's retention (see :mod:`mibench.planning.budget`) are not included.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ PREFIX_CACHE_BYTES = 1 << 30
 INTERPOLATION = {"eap": "none", "nap": "none", "eap-ig-inputs": "inputs", "nap-ig": "inputs",
                  "eap-ig-activations": "activations"}
 #: Circuit methods that run no gradient pass: attribution costs at most one recorded forward.
-FORWARD_ONLY = {"random", "information-flow-routes"}
+FORWARD_ONLY = {"random", "ifr"}
 #: Causal-track featurizers whose training is planned (a d x d rotation, a mask, or nothing to train).
 FEATURIZERS = {"das", "dbm", "full-vector", "pca", "dbm-pca", "sae", "dbm-sae"}
 
@@ -246,11 +249,12 @@ def attribution_terms(shape: ModelShape, settings: PlanSettings) -> dict[str, in
     terms["deltas a~ - a"] = u * stream * s
     if settings.level == "edge":
         terms["source-major float32 deltas"] = u * stream * w
-    saved = shape.n_layers * rows * t * saved_per_token(shape, s, t, per_head_copies=True)
+    edges = settings.level == "edge"  # node/neuron scores read source gradients: no receiver-gradient path
+    saved = shape.n_layers * rows * t * saved_per_token(shape, s, t, per_head_copies=edges)
     terms[f"autograd graph ({points} point(s) x {b} rows)"] = saved
     terms["logits at the answer position"] = rows * shape.vocab_size * (s + 4)
     widen = u * stream * w if (settings.level == "edge" and s < 4) else 0
-    backward = b * t * backward_transient_per_token(shape, s, points)
+    backward = b * t * (backward_transient_per_token(shape, s, points) if edges else points * 2 * d * w)
     terms["largest transient (widening the deltas | one layer's backward)"] = max(widen, backward)
     return terms
 
