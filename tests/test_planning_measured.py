@@ -69,3 +69,15 @@ def test_auto_batch_size_keeps_a_run_within_max_memory(tmp_path):
     chosen = re.search(r"--batch-size auto: (\d+)", proc.stderr)
     assert result["code"] == 0 and chosen and int(chosen.group(1)) > 1
     assert 0 < result["increase"] <= budget
+
+
+@pytest.mark.slow
+def test_real_scale_benchmark_reports_every_phase_against_the_hf_passes(tmp_path):
+    out = tmp_path / "real_scale.json"
+    subprocess.run([sys.executable, str(BENCHMARKS / "real_scale.py"), "--models", "gpt2-tasks", "--batch", "2",
+                    "--seq", "8", "--repeats", "1", "--json", str(out)], check=True, capture_output=True, text=True,
+                   timeout=600)
+    (result,) = json.loads(out.read_text())
+    assert set(result["phases"]) == {"eap", "eap-ig-inputs", "evaluation"}
+    for row in result["phases"].values():
+        assert row["seconds"] > 0 and row["time_vs_forward"] > 0 and row["planned_mb"] > 0

@@ -54,7 +54,9 @@ def default_budget(device: str) -> int:
     """The memory a run on ``device`` may plan for: a GPU's free memory now, or a share of available RAM."""
     import torch
 
-    kind = torch.device(device).type
+    from mibench.models.loading import resolve_device
+
+    kind = torch.device(resolve_device(device)).type
     if kind == "cuda":
         if not torch.cuda.is_available():
             raise BudgetError(f"device {device!r}: no CUDA GPU is visible, so its free memory is unknown; "

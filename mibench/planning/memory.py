@@ -137,11 +137,6 @@ def check_method(method: str) -> None:
         raise PlanningError(f"no memory model for method {method!r}; planned methods: {', '.join(sorted(known))}")
 
 
-def peak_bytes(shape: ModelShape, settings: PlanSettings) -> int:
-    """The largest phase peak (weights included)."""
-    return max(p.peak for p in plan(shape, settings))
-
-
 def fits(phases: list[PhaseEstimate], budget: int, device_type: str) -> bool:
     """Whether every phase fits ``budget`` with the allocator's headroom on its working memory
     (:mod:`mibench.planning.budget`)."""
@@ -326,10 +321,13 @@ def evaluation_terms(shape: ModelShape, settings: PlanSettings) -> dict[str, int
 def featurizer_training_terms(shape: ModelShape, settings: PlanSettings) -> dict[str, int]:
     s, t, d, n = settings.dtype_bytes, settings.seq_len, shape.d_model, settings.train_pairs
     rows = settings.train_batch_size
-    later = (shape.n_layers - 1) * n * t * d * s
+    per_layer = n * t * d * s
+    # LayerCache keeps the residuals after every later block only when they all fit PREFIX_CACHE_BYTES: the
+    # most it holds is at the lowest layer whose later blocks fit.
+    later = min(shape.n_layers - 1, PREFIX_CACHE_BYTES // max(per_layer, 1)) * per_layer
     terms = {
         "base and source residual cache": 2 * n * t * d * s,
-        "later-layer residual cache": later if later <= PREFIX_CACHE_BYTES else 0,
+        "later-layer residual cache": later,
         "autograd graph of the blocks after the site": shape.n_layers * rows * t * saved_per_token(
             shape, s, t, per_head_copies=False),
         "logits of the label tokens": rows * shape.vocab_size * (s + 4 + 4),
