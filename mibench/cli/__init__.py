@@ -21,12 +21,12 @@ import sys
 from collections.abc import Sequence
 
 from mibench import __version__
-from mibench.cli import evaluate, leaderboard, ls, schema, score, submission, sweep
+from mibench.cli import evaluate, leaderboard, ls, plan, schema, score, submission, sweep
 from mibench.cli.command import PROG, Command, add_logging_arguments, format_examples
 from mibench.errors import MibenchError
 
 COMMANDS: list[Command] = [evaluate.COMMAND, score.COMMAND, sweep.COMMAND, leaderboard.COMMAND,
-                           submission.COMMAND, schema.COMMAND, ls.COMMAND]
+                           submission.COMMAND, schema.COMMAND, ls.COMMAND, plan.COMMAND]
 
 #: Exit statuses: a user mistake, Ctrl-C (128 + SIGINT, as shells report it), a closed pipe (128 + SIGPIPE).
 EXIT_USER_ERROR = 2
