@@ -370,13 +370,13 @@ output_dir: {tmp_path}
 tasks: [ioi]
 entries:
   - {{name: first, models: [llama-tasks, gpt2-tasks], methods: [random, eap]}}
-  - {{name: second, models: [gpt2-tasks], methods: [random]}}
+  - {{name: second, models: [gpt2-tasks], tasks: [mcqa], methods: [random]}}
 """)
     runs = _expand(path).runs
     order = [(runs[i].entry, runs[i].model, runs[i].method) for i in submission_order(runs)]
     assert order == [("first", "gpt2-tasks", "random"), ("first", "gpt2-tasks", "eap"),
                      ("first", "llama-tasks", "random"), ("first", "llama-tasks", "eap"),
-                     ("second", "gpt2-tasks", "random")]
+                     ("second", "gpt2-tasks", "random")]  # its IOI twin in "first" is one run, run there
 
 
 @pytest.mark.slow
