@@ -257,20 +257,25 @@ def test_local_ray_sweep_matches_evaluate_resumes_and_reports_a_failing_run(tmp_
     assert "4 runs: 4 to run, 0 with a record already" in capsys.readouterr().out
 
 
+def _seeded_ioi_spec(tmp_path, out: Path, method: str, runs: int, *, limit: int) -> Path:
+    """A spec of ``runs`` quick runs of ``method`` on IOI with gpt2-tasks, one per seed, writing into ``out``."""
+    return _spec(tmp_path, f"""
+version: 1
+output_dir: {out}
+models: [gpt2-tasks]
+tasks: [ioi]
+options: {{limit: {limit}, bootstrap: 10, batch_size: 4}}
+entries: [{{methods: [{{id: {method}, seeds: {list(range(runs))}}}]}}]
+""")
+
+
 @pytest.mark.slow
 def test_an_interrupted_sweep_leaves_no_partial_record_and_a_rerun_completes_it(tmp_path):
     pytest.importorskip("ray")
     # enough runs that Ctrl-C lands mid-way: a worker that keeps its model makes each later run ~0.3 s
     RUNS = 40
     out = tmp_path / "out"
-    spec = _spec(tmp_path, f"""
-version: 1
-output_dir: {out}
-models: [gpt2-tasks]
-tasks: [ioi]
-options: {{limit: 4, bootstrap: 10, batch_size: 4}}
-entries: [{{methods: [{{id: random, seeds: {list(range(RUNS))}}}]}}]
-""")
+    spec = _seeded_ioi_spec(tmp_path, out, "random", RUNS, limit=4)
     command = [sys.executable, "-m", "mibench", "sweep", str(spec), "--cpus", "1", "--quiet"]
     # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored: restore the
     # default so Ctrl-C reaches the sweep however the test suite itself was started.
@@ -327,14 +332,7 @@ def test_a_killed_worker_leaves_no_partial_record_and_its_run_is_retried(tmp_pat
     pytest.importorskip("ray")
     RUNS = 5
     out = tmp_path / "out"
-    spec = _spec(tmp_path, f"""
-version: 1
-output_dir: {out}
-models: [gpt2-tasks]
-tasks: [ioi]
-options: {{limit: 8, bootstrap: 10, batch_size: 4}}
-entries: [{{methods: [{{id: eap-ig-inputs, seeds: {list(range(RUNS))}}}]}}]
-""")
+    spec = _seeded_ioi_spec(tmp_path, out, "eap-ig-inputs", RUNS, limit=8)
     command = [sys.executable, "-m", "mibench", "sweep", str(spec), "--cpus", "1", "--retries", "1"]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None

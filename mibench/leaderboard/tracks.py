@@ -173,6 +173,12 @@ def _rank_blockers(record, current_scorer: str, expected_key: str) -> list[str]:
     return reasons
 
 
+def model_details(model) -> str:
+    """What a column pins about its model, for the note under a table: the hub revision and the weights' hash."""
+    weights = f", weights {model.weights_sha256}" if model.weights_sha256 else ""
+    return f"model revision {model.revision or 'local'}{weights}"
+
+
 def read_circuit_entry(path: Path, rel: str) -> Entry:
     from mibench.leaderboard.degenerate import effect_unmeasurable, empty_fractions, inert_metrics
     from mibench.results.record import comparability_key, read_record
@@ -183,8 +189,6 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
                                  n_items=record.metrics.n_items)
     reasons = _rank_blockers(record, current_scorer_version(), expected)
     major = task.version.split(".")[0]
-    revision = model.revision or "local"
-    weights = f", weights {model.weights_sha256}" if model.weights_sha256 else ""
     items = f"{'position-aware' if method.position_aware else 'MIB'} graph of {record.metrics.n_items} {method.level}s"
     graph = POSITIONAL_GRAPH if method.position_aware else ""  # MIB's graph: the tables' default, unnamed
     return Entry(
@@ -198,8 +202,7 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
                                             graph))),
         group_note=POSITIONAL_NOTE if method.position_aware else "",
         column_key=record.comparability_key,
-        column_details=(f"task version {major}, counterfactual {task.counterfactual}, model revision {revision}"
-                        f"{weights}, {items}"),
+        column_details=f"task version {major}, counterfactual {task.counterfactual}, {model_details(model)}, {items}",
         values={"CPR": (record.metrics.cpr, record.metrics.cpr_stderr),
                 "CMD": (record.metrics.cmd, record.metrics.cmd_stderr)},
         created=record.created,
@@ -280,9 +283,8 @@ def read_causal_entry(path: Path, rel: str) -> Entry:
     record = _read(read_causal_record, path, rel)
     task, model, scorer, metrics = record.task, record.model, record.scorer, record.metrics
     reasons = _rank_blockers(record, SCORER_VERSION, causal_comparability_key(task, model, scorer))
-    weights = f", weights {model.weights_sha256}" if model.weights_sha256 else ""
     details = (f"task version {task.version.split('.')[0]}, counterfactuals {', '.join(task.counterfactuals)}, "
-               f"model revision {model.revision or 'local'}{weights}")
+               f"{model_details(model)}")
     average = float("nan") if metrics.average is None else metrics.average
     return Entry(
         track="causal",
