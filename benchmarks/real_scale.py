@@ -12,6 +12,10 @@ weights do not change the cost), and for each reports, on one batch of ``--batch
 
     python benchmarks/real_scale.py                              # GPT-2-small and Qwen2.5-0.5B shapes
     python benchmarks/real_scale.py --models gpt2 --batch 2 --seq 12 --repeats 1   # smoke run
+    python benchmarks/real_scale.py --device cuda --models gpt2,google/gemma-2-2b --batch 20 --seq 25
+
+On a GPU the models are built there in bfloat16 (``--dtype``), timings synchronise the device, and peak
+memory is ``torch.cuda.max_memory_allocated`` over the phase minus what was allocated before it.
 
 Timings are the best of ``--repeats`` runs after one warm-up; take them on an otherwise idle machine
 (peak memory stays valid on a busy one). Linux only (peak RSS from ``/proc``); it re-runs itself with a
@@ -34,18 +38,29 @@ DEFAULT_MODELS = ("gpt2", "Qwen/Qwen2.5-0.5B")
 PHASES = ("eap", "eap-ig-inputs", "evaluation")
 
 
-def timed_peak(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(best seconds of ``repeats`` runs after a warm-up, peak RSS increase in MB of one run)."""
+def timed_peak(fn: Callable[[], object], repeats: int, device: str = "cpu") -> tuple[float, float]:
+    """(best seconds of ``repeats`` runs after a warm-up, peak memory increase in MB of one run)."""
+    import torch
+
+    cuda = device != "cpu"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     fn()
     gc.collect()
-    before = _rss_kb("VmRSS")
-    _reset_peak()
+    sync()
+    if cuda:
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        before = _rss_kb("VmRSS")
+        _reset_peak()
     fn()
-    peak = (_rss_kb("VmHWM") - before) / 1024
+    sync()
+    peak = ((torch.cuda.max_memory_allocated() - before) / 2**20) if cuda else (_rss_kb("VmHWM") - before) / 1024
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - start)
     return best, peak
 
@@ -71,19 +86,21 @@ def hf_passes(engine, batch) -> dict[str, Callable[[], object]]:
     return {"hf forward": forward, "hf forward+backward": forward_backward}
 
 
-def measure_model(model: str, batch_size: int, seq: int, repeats: int) -> dict:
+def measure_model(model: str, batch_size: int, seq: int, repeats: int, device: str = "cpu",
+                  dtype: str = "float32") -> dict:
     from mibench.planning.configs import resolve_config, shape_of
-    from mibench.planning.memory import PlanSettings, plan
+    from mibench.planning.memory import DTYPE_BYTES, PlanSettings, plan
 
-    engine = load_engine(model)
-    batch = random_batch(engine.adapter.model.config.vocab_size, batch_size, seq)
-    results = {name: timed_peak(fn, repeats) for name, fn in hf_passes(engine, batch).items()}
+    engine = load_engine(model, device, dtype)
+    batch = random_batch(engine.adapter.model.config.vocab_size, batch_size, seq, device=device)
+    results = {name: timed_peak(fn, repeats, device) for name, fn in hf_passes(engine, batch).items()}
     for phase in PHASES:
-        results[phase] = timed_peak(lambda phase=phase: run_phase(engine, phase, batch), repeats)
+        results[phase] = timed_peak(lambda phase=phase: run_phase(engine, phase, batch), repeats, device)
     shape = shape_of(resolve_config(model))
     estimates = {}
     for phase in PHASES:
-        settings = PlanSettings(batch_size=batch_size, seq_len=seq, method="eap" if phase == "evaluation" else phase)
+        settings = PlanSettings(batch_size=batch_size, seq_len=seq, method="eap" if phase == "evaluation" else phase,
+                                dtype_bytes=DTYPE_BYTES[dtype], device_type=device.split(":")[0])
         estimates[phase] = plan(shape, settings)[2 if phase == "evaluation" else 1].working / 2**20
     fwd_s, fwd_mb = results["hf forward"]
     fb_s, fb_mb = results["hf forward+backward"]
@@ -93,7 +110,7 @@ def measure_model(model: str, batch_size: int, seq: int, repeats: int) -> dict:
         rows[phase] = {"seconds": seconds, "peak_mb": mb, "planned_mb": estimates[phase],
                        "time_vs_forward": seconds / fwd_s, "time_vs_forward_backward": seconds / fb_s,
                        "memory_vs_forward": mb / max(fwd_mb, 1e-9), "memory_vs_forward_backward": mb / max(fb_mb, 1e-9)}
-    return {"model": model, "batch": batch_size, "seq": seq, "hf": {"forward": [fwd_s, fwd_mb],
+    return {"model": model, "device": device, "dtype": dtype, "batch": batch_size, "seq": seq, "hf": {"forward": [fwd_s, fwd_mb],
                                                                     "forward_backward": [fb_s, fb_mb]},
             "phases": rows}
 
@@ -108,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--dtype", default=None, help="float32 on CPU, bfloat16 on a GPU unless given")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     import torch
@@ -115,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = []
     for model in [m for m in args.models.split(",") if m]:
-        result = measure_model(model, args.batch, args.seq, args.repeats)
+        dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
+        result = measure_model(model, args.batch, args.seq, args.repeats, args.device, dtype)
         (fwd_s, fwd_mb), (fb_s, fb_mb) = result["hf"]["forward"], result["hf"]["forward_backward"]
-        print(f"{model}  batch {args.batch} x {args.seq} tokens | HF forward {fwd_s:.3f} s, {fwd_mb:.0f} MB | "
+        print(f"{model} ({args.device}, {dtype})  batch {args.batch} x {args.seq} tokens | HF forward {fwd_s:.3f} s, {fwd_mb:.0f} MB | "
               f"HF forward+backward {fb_s:.3f} s, {fb_mb:.0f} MB")
         for phase, row in result["phases"].items():
             print(f"  {phase:14s} {row['seconds']:8.3f} s = {row['time_vs_forward']:6.1f}x fwd, "

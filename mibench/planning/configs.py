@@ -158,13 +158,20 @@ def _first(config, *names: str):
     raise PlanningError(f"{type(config).__name__} has none of the fields {', '.join(names)}")
 
 
-def random_model(config, *, dtype=None, seed: int = 0):
-    """A random-weight HF model built from ``config`` (eager attention, eval mode), for benchmarks and tests."""
+def random_model(config, *, dtype=None, device=None, seed: int = 0):
+    """A random-weight HF model built from ``config`` (eager attention, eval mode), for benchmarks and tests.
+
+    ``device``: where the weights are created and initialised. Building on the GPU directly matters at MIB's
+    largest shape: an 8B-parameter model initialised on the CPU takes minutes and 32 GB of float32 first."""
+    import contextlib
+
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager",
+                                                 **({} if dtype is None else {"dtype": dtype}))
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()

@@ -30,8 +30,9 @@ Phases (what :func:`plan` returns, each as the memory beyond the weights plus th
 * **evaluation** (:func:`mibench.circuits.faithfulness.evaluate_circuits`), per batch: the clean and
   counterfactual runs stacked and recorded (``2 U E(B) s``), the ablation-delta buffer of ``C`` stacked
   circuits (``BufferDeltaStore``, ``U E(C B) s``, ``C`` chosen by ``PatchingEngine._circuits_per_forward``),
-  and the largest layer's transient: q/k/v destination inputs ``[3H, C B, T, d]`` (twice when several
-  circuits are concatenated), their normalisation, and the attention scores.
+  and the largest layer's transient: q/k/v destination inputs ``[3H, C B, T, d]`` (twice while several
+  circuits are concatenated), or after that their normalisation, the heads and the attention scores; the
+  last, smaller chunk of circuits is counted where its two live buffers make it the larger peak.
 * **featurizer training** (causal track, :func:`mibench.causal.interventions.train_interchange`): the
   per-layer cache of base and source residuals (``LayerCache``: ``2 N T d s`` plus at most
   ``PREFIX_CACHE_BYTES`` of later residuals), the featurizer with its gradient and AdamW state
@@ -40,9 +41,9 @@ Phases (what :func:`plan` returns, each as the memory beyond the weights plus th
 
 The per-layer autograd counts equal the bytes autograd saves (``tests/test_planning.py``, all four families,
 float32 and bfloat16). Whole phases were checked against measured peaks on CPU (``benchmarks/memory_plan.py``:
-the embedded models and random-weight GPT-2-small and Qwen2.5-0.5B shapes): edge-level EAP and EAP-IG-inputs
-within +-25 %; evaluation is an upper bound (small circuits skip heads); node/neuron levels and featurizer
-training are counted the same way but not yet measured. The framework's constant overheads (Python, the
+the embedded models and random-weight GPT-2-small and Qwen2.5-0.5B shapes): edge-level EAP, EAP-IG-inputs and
+the scorer's evaluation within +-25 %; node/neuron levels and featurizer training are counted the same way but
+not yet measured. The framework's constant overheads (Python, the
 CUDA context) and the allocator's retention (see :mod:`mibench.planning.budget`) are not included.
 """
 
@@ -286,36 +287,64 @@ def circuits_per_forward(shape: ModelShape, settings: PlanSettings) -> int:
 
 
 def evaluation_terms(shape: ModelShape, settings: PlanSettings) -> dict[str, int]:
-    """The scorer's peak on one batch. The largest layer transient is that of a layer where every stacked
-    circuit computes every head (``PatchingEngine._attention``'s general path): the q/k/v destination inputs
-    ``[3H, C B, T, d]`` (built per circuit, then concatenated when ``C > 1``), one kind's normalisation
-    (LayerNorm: its output; RMSNorm: two float32 temporaries and the cast), q/k/v per query head, the
-    per-head outputs ``[C B, H, T, d]`` and the attention scores. Layers where some circuits keep no head
-    take the cheaper ``_attention_of_heads`` path, so this is an upper bound for sparse circuits.
+    """The scorer's peak on one batch: the recorded runs, then the larger of two moments of the stacked
+    forwards (``PatchingEngine._circuits_per_forward`` chunks the ``S`` stacked circuits by ``C``):
 
-    When the stacked circuits do not divide into equal chunks, the ``BufferDeltaStore`` of one chunk size is
-    still alive when the other size's buffer is allocated (measured: ``BufferDeltaStore._cache.clear()`` does
-    not release it before the new ``torch.empty``), so both buffers count."""
+    * a full chunk of ``C`` circuits: its ablation-delta buffer, its residual streams and its largest layer
+      transient (:func:`layer_transient`);
+    * the last, smaller chunk of ``S mod C`` circuits, when there is one: its own buffer is allocated while
+      the full chunks' buffer is still alive (measured: ``BufferDeltaStore._cache.clear()`` does not release
+      it before the new ``torch.empty``), so both buffers count, with the smaller chunk's transient.
+
+    Measured on CPU (``benchmarks/memory_plan.py``) with random scores, whose circuits spread over the most
+    heads, the estimate is within 0.75-1.05 of the peak; circuits that leave whole heads out run the cheaper
+    ``_attention_of_heads`` path and come in lower."""
     s, b, t, d = settings.dtype_bytes, settings.batch_size, settings.seq_len, shape.d_model
-    u, h = shape.n_forward, shape.n_heads
+    u = shape.n_forward
     circuits = circuits_per_forward(shape, settings)
-    rows = circuits * b
     terms = {
         "recorded sources (clean + counterfactual stacked)": 2 * u * b * t * d * s,
-        f"ablation-delta buffer ({circuits} circuit(s) x {b} rows)": u * rows * t * d * s,
-        "residual streams (run, ablated, tiled)": 3 * rows * t * d * s,
+        "logits at the answer position": 2 * b * shape.vocab_size * (s + 4),
     }
+
+    def chunk(n: int) -> dict[str, int]:
+        return {
+            f"ablation-delta buffer ({n} circuit(s) x {b} rows)": u * n * b * t * d * s,
+            f"residual streams (run, ablated, tiled; {n} circuit(s))": 3 * n * b * t * d * s,
+            f"largest layer transient ({n} circuit(s))": layer_transient(shape, settings, n),
+        }
+
+    full = chunk(circuits)
     last = stacked_circuits(shape, settings) % circuits
-    if last:  # measured: the buffer of the previous chunk size is still alive when the next size is allocated
-        terms[f"the other chunk size's buffer ({last} circuit(s))"] = u * last * b * t * d * s
-    copies = 2 if circuits > 1 else 1
-    inputs = copies * 3 * h * rows * t * d * s
+    if last:
+        other = {f"the full chunks' buffer, still alive ({circuits} circuit(s))": u * circuits * b * t * d * s,
+                 **chunk(last)}
+        if sum(other.values()) > sum(full.values()):
+            full = other
+    return {**terms, **full}
+
+
+def layer_transient(shape: ModelShape, settings: PlanSettings, circuits: int) -> int:
+    """The largest transient of one attention layer of a forward stacking ``circuits`` circuits (``R = C B``
+    rows), where every circuit computes every head (``PatchingEngine._attention``'s general path), beyond
+    what the forward keeps throughout. The larger of two moments:
+
+    * building the q/k/v destination inputs ``I = [3H, R, T, d]``: per circuit, then concatenated, so both
+      exist during the ``cat`` when ``C > 1`` (``2 I``);
+    * after it: ``I``, one kind's normalisation (LayerNorm: its output; RMSNorm: two float32 temporaries and
+      the cast), the per-head q/k/v and outputs, and the attention scores.
+
+    Either way the previous layer's per-head outputs ``[R, H, T, d]`` are still referenced by the forward
+    loop (measured), so they count too."""
+    s, t, d, h = settings.dtype_bytes, settings.seq_len, shape.d_model, shape.n_heads
+    rows = circuits * settings.batch_size
+    inputs = 3 * h * rows * t * d * s
+    building = (2 if circuits > 1 else 1) * inputs
     normed = h * rows * t * d * ((8 + s) if shape.rms_norm else s)
     heads = rows * t * h * (3 * shape.d_head + d) * s
     scores = rows * h * t * t * (2 * s + 4)
-    terms["largest layer transient (q/k/v inputs, norm, heads, scores)"] = inputs + normed + heads + scores
-    terms["logits at the answer position"] = 2 * b * shape.vocab_size * (s + 4)
-    return terms
+    previous_layer = rows * h * t * d * s
+    return max(building, inputs + normed + heads + scores) + previous_layer
 
 
 def featurizer_training_terms(shape: ModelShape, settings: PlanSettings) -> dict[str, int]:
