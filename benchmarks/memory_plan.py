@@ -41,7 +41,8 @@ def _rows(label: str, model: str, *runs: tuple[int, int, str]) -> list[tuple[str
 
 #: Evaluation rows use batches at which the engine's ``max_delta_bytes`` bounds the stacked circuits (below
 #: that, circuits pruned to nothing on these small graphs make the planner's count an upper bound).
-CHEAP_ROWS = (_rows("gpt2-tasks", "gpt2-tasks", (32, 24, "eap"), (32, 24, "eap-ig-inputs"), (128, 24, "evaluation"))
+CHEAP_ROWS = (_rows("gpt2-tasks", "gpt2-tasks", (32, 24, "eap"), (32, 24, "eap-ig-inputs"), (128, 24, "evaluation"),
+                    (56, 24, "evaluation"))  # 21 circuits in chunks of 11 and 10
               + _rows("gpt2-medium-tasks", "gpt2-medium-tasks", (32, 24, "eap"), (32, 24, "eap-ig-inputs"),
                       (64, 24, "evaluation"))
               + _rows("llama-tasks (GQA)", "llama-tasks", (32, 24, "eap"), (32, 24, "eap-ig-inputs"),

@@ -31,8 +31,7 @@ Phases (what :func:`plan` returns, each as the memory beyond the weights plus th
   counterfactual runs stacked and recorded (``2 U E(B) s``), the ablation-delta buffer of ``C`` stacked
   circuits (``BufferDeltaStore``, ``U E(C B) s``, ``C`` chosen by ``PatchingEngine._circuits_per_forward``),
   and the largest layer's transient: q/k/v destination inputs ``[3H, C B, T, d]`` (twice while several
-  circuits are concatenated), or after that their normalisation, the heads and the attention scores; the
-  last, smaller chunk of circuits is counted where its two live buffers make it the larger peak.
+  circuits are concatenated), or after that their normalisation, the heads and the attention scores.
 * **featurizer training** (causal track, :func:`mibench.causal.interventions.train_interchange`): the
   per-layer cache of base and source residuals (``LayerCache``: ``2 N T d s`` plus at most
   ``PREFIX_CACHE_BYTES`` of later residuals), the featurizer with its gradient and AdamW state
@@ -287,41 +286,24 @@ def circuits_per_forward(shape: ModelShape, settings: PlanSettings) -> int:
 
 
 def evaluation_terms(shape: ModelShape, settings: PlanSettings) -> dict[str, int]:
-    """The scorer's peak on one batch: the recorded runs, then the larger of two moments of the stacked
-    forwards (``PatchingEngine._circuits_per_forward`` chunks the ``S`` stacked circuits by ``C``):
-
-    * a full chunk of ``C`` circuits: its ablation-delta buffer, its residual streams and its largest layer
-      transient (:func:`layer_transient`);
-    * the last, smaller chunk of ``S mod C`` circuits, when there is one: its own buffer is allocated while
-      the full chunks' buffer is still alive (measured: ``BufferDeltaStore._cache.clear()`` does not release
-      it before the new ``torch.empty``), so both buffers count, with the smaller chunk's transient.
+    """The scorer's peak on one batch: the recorded runs, then a full chunk of ``C`` stacked circuits
+    (``PatchingEngine._circuits_per_forward``): its ablation-delta buffer, its residual streams and its largest
+    layer transient (:func:`layer_transient`). The last, smaller chunk needs less: its buffer replaces the full
+    chunks' one (measured: peaks are unchanged by a remainder chunk).
 
     Measured on CPU (``benchmarks/memory_plan.py``) with random scores, whose circuits spread over the most
-    heads, the estimate is within 0.75-1.05 of the peak; circuits that leave whole heads out run the cheaper
+    heads, the estimate is within 0.78-1.05 of the peak; circuits that leave whole heads out run the cheaper
     ``_attention_of_heads`` path and come in lower."""
     s, b, t, d = settings.dtype_bytes, settings.batch_size, settings.seq_len, shape.d_model
     u = shape.n_forward
     circuits = circuits_per_forward(shape, settings)
-    terms = {
+    return {
         "recorded sources (clean + counterfactual stacked)": 2 * u * b * t * d * s,
         "logits at the answer position": 2 * b * shape.vocab_size * (s + 4),
+        f"ablation-delta buffer ({circuits} circuit(s) x {b} rows)": u * circuits * b * t * d * s,
+        f"residual streams (run, ablated, tiled; {circuits} circuit(s))": 3 * circuits * b * t * d * s,
+        "largest layer transient": layer_transient(shape, settings, circuits),
     }
-
-    def chunk(n: int) -> dict[str, int]:
-        return {
-            f"ablation-delta buffer ({n} circuit(s) x {b} rows)": u * n * b * t * d * s,
-            f"residual streams (run, ablated, tiled; {n} circuit(s))": 3 * n * b * t * d * s,
-            f"largest layer transient ({n} circuit(s))": layer_transient(shape, settings, n),
-        }
-
-    full = chunk(circuits)
-    last = stacked_circuits(shape, settings) % circuits
-    if last:
-        other = {f"the full chunks' buffer, still alive ({circuits} circuit(s))": u * circuits * b * t * d * s,
-                 **chunk(last)}
-        if sum(other.values()) > sum(full.values()):
-            full = other
-    return {**terms, **full}
 
 
 def layer_transient(shape: ModelShape, settings: PlanSettings, circuits: int) -> int:
