@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from mibench.cli import main
-from mibench.sweep.execute import evaluate_namespace
+from mibench.sweep.execute import evaluate_namespace, run_one
 from mibench.sweep.expand import expand
+from mibench.sweep.resume import RecordIndex
 from mibench.sweep.spec import SweepSpecError, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +154,26 @@ def test_the_published_spec_covers_exactly_the_committed_records_with_seeds_for_
     for identity, values in seeds.items():
         assert len(values) >= (3 if identity[4] in RANDOMIZED else 1), identity
     assert {identity[4] for identity, values in seeds.items() if len(values) >= 3} == RANDOMIZED
+
+
+def test_a_causal_record_is_found_again_where_the_task_fixes_its_mix(tmp_path):
+    """RAVEL scores each attribute on MIB's rebalanced mix of the split: the resume check hashes that mix (not the
+    plain split), so a rerun skips a RAVEL record instead of making it again."""
+    path = _spec(tmp_path, f"""
+version: 1
+output_dir: {tmp_path / 'out'}
+models: [gpt2-medium-tasks]
+tasks: [ravel]
+options: {{limit: 120, bootstrap: 0}}
+entries:
+  - track: causal
+    variables: [Continent]
+    methods: [full-vector]
+    options: {{layers: [0], save_featurizers: false}}
+""")
+    (run,) = _expand(path).runs
+    made = run_one(run)  # what a sweep worker runs
+    assert RecordIndex([run]).find(run) == made
 
 
 def test_dry_run_prints_the_matrix_without_ray(tmp_path, capsys, monkeypatch):

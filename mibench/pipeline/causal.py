@@ -128,11 +128,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
 
         self.cause_isolate = causal_model.cause_isolate
 
-        def evaluated(examples):  # a task may fix the mix of examples it is scored on (RAVEL: MIB's rebalancing)
-            view = self.cause_isolate
-            return examples if view is None else view.evaluated_examples(examples, request.variable)
-
-        self.test_examples = evaluated(task.examples(request.split, request.limit))
+        self.test_examples = causal_examples(task, request.split, request.limit, request.variable)
         self.test_sets = {kind: pairs_of(self.test_examples, kind) for kind in self.kinds}
         empty = [kind for kind, s in self.test_sets.items() if len(s) == 0]
         if empty:
@@ -141,7 +137,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
         self.noop = noop_result(runner, self.test_sets, request.batch_size)
         self.train_set = None
         if self.method is not None:
-            train_examples = evaluated(task.examples("train", request.train_examples))
+            train_examples = causal_examples(task, "train", request.train_examples, request.variable)
             self.train_set = PairSet.concatenate([pairs_of(train_examples, kind) for kind in self.kinds], "train")
 
     def run_method(self, folder: Path) -> None:
@@ -274,6 +270,15 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
 
         if plot_heatmap(record, folder / self.plot_name):
             record.artifacts["plot"] = self.plot_name
+
+
+def causal_examples(task, split: str, limit: int | None, variable: str) -> list:
+    """The examples a causal-track run of ``variable`` uses from ``split``: the task's, in the mix its causal
+    model fixes (RAVEL: MIB's rebalancing per target attribute). The one definition, so that a record's
+    ``task.data_hash`` can be recomputed before a run (a sweep's resume check) exactly as the run computes it."""
+    examples = task.examples(split, limit)
+    view = task.causal_model().cause_isolate
+    return examples if view is None else view.evaluated_examples(examples, variable)
 
 
 def _cards_with_causal():

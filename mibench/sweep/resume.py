@@ -56,13 +56,19 @@ class RecordIndex:
         return None
 
     def _data_hash(self, run: Run) -> str:
-        """The hash a fresh record of ``run`` would carry (the evaluation examples it would use)."""
-        key = (run.task, run.options.split or "test", run.options.limit)
+        """The hash a fresh record of ``run`` would carry (the evaluation examples it would use: on the causal
+        track, in the mix the task fixes per variable, as :func:`~mibench.pipeline.causal.causal_examples`)."""
+        variable = run.variable if run.track == "causal" else None
+        key = (run.task, run.options.split or "test", run.options.limit, variable)
         if key not in self._hashes:
-            from mibench.pipeline.header import data_hash
             from mibench.data.registry import load_task
+            from mibench.pipeline.causal import causal_examples
+            from mibench.pipeline.header import data_hash
 
-            self._hashes[key] = data_hash(load_task(run.task).examples(key[1], key[2]))
+            task = load_task(run.task)
+            examples = (task.examples(key[1], key[2]) if variable is None
+                        else causal_examples(task, key[1], key[2], variable))
+            self._hashes[key] = data_hash(examples)
         return self._hashes[key]
 
 
