@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -145,6 +146,17 @@ def run_phase(engine, phase: str, batch) -> None:
     attribute(engine, [batch], level="edge", interpolation=INTERPOLATION[phase], steps=5)
 
 
+def warmed_up_batch(engine, phase: str, batch_size: int, seq: int):
+    """The measured batch, on the engine's device, after one run of the phase at batch 1 (so lazily created
+    kernels, buffers and cuBLAS workspaces are not counted)."""
+    vocab = engine.adapter.model.config.vocab_size
+    device = str(engine.adapter.device)
+    run_phase(engine, phase, random_batch(vocab, 1, seq, seed=1, device=device))
+    batch = random_batch(vocab, batch_size, seq, device=device)
+    gc.collect()
+    return batch
+
+
 def measure(model: str, batch_size: int, seq: int, phase: str, explain: bool = False) -> tuple[float, list]:
     """Peak RSS increase (MB) of one phase on one batch, in this process (see the module docstring); with
     ``explain``, a second, traced run lists what was alive at its peak (:class:`PeakTracer`)."""
@@ -152,10 +164,7 @@ def measure(model: str, batch_size: int, seq: int, phase: str, explain: bool = F
 
     torch.set_num_threads(1)
     engine = load_engine(model)
-    vocab = engine.adapter.model.config.vocab_size
-    run_phase(engine, phase, random_batch(vocab, 1, seq, seed=1))  # warm-up: kernels, lazy buffers
-    batch = random_batch(vocab, batch_size, seq)
-    gc.collect()
+    batch = warmed_up_batch(engine, phase, batch_size, seq)
     before = _rss_kb("VmRSS")
     _reset_peak()
     run_phase(engine, phase, batch)
@@ -177,18 +186,42 @@ class _MallInfo2(ctypes.Structure):
                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
+@functools.cache
+def _mallinfo2():
+    """glibc's ``mallinfo2``, loaded once (the tracer calls it after every operation)."""
+    function = ctypes.CDLL("libc.so.6").mallinfo2
+    function.restype = _MallInfo2
+    return function
+
+
 def _malloc_in_use() -> int:
     """Bytes glibc has handed out and not had back (heap and mmapped chunks)."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    info = libc.mallinfo2()
+    info = _mallinfo2()()
     return info.hblkhd + info.uordblks
 
 
+OUTSIDE = "(outside mibench)"
+
+
+def _mibench_line(filename: str, line: int) -> str | None:
+    """``engine/deltas.py:39`` for a frame in the mibench package (not in this benchmark), else None."""
+    if "/mibench/" not in filename or "benchmarks" in filename:
+        return None
+    return f"{filename.rsplit('mibench/', 1)[-1]}:{line}"
+
+
 def _allocating_line() -> str:
-    """The innermost line of mibench (not of this benchmark) on the Python stack."""
-    frames = [f for f in traceback.extract_stack() if "/mibench/" in f.filename and "benchmarks" not in f.filename]
-    return f"{frames[-1].filename.rsplit('mibench/', 1)[-1]}:{frames[-1].lineno}" if frames else "(outside mibench)"
+    """The innermost line of mibench on the Python stack (``extract_stack`` lists the innermost last)."""
+    lines = [_mibench_line(f.filename, f.lineno) for f in traceback.extract_stack()]
+    return next((line for line in reversed(lines) if line), OUTSIDE)
+
+
+def _largest_by_line(sizes: list[tuple[int, str]], top: int) -> list[tuple[str, float]]:
+    """``(bytes, line)`` pairs summed per line, largest first, in MB."""
+    by_line: dict[str, int] = {}
+    for size, line in sizes:
+        by_line[line] = by_line.get(line, 0) + size
+    return sorted(((line, size / 2**20) for line, size in by_line.items()), key=lambda x: -x[1])[:top]
 
 
 class PeakTracer:
@@ -235,11 +268,8 @@ class PeakTracer:
             self.peak, self.at_peak = in_use, [(size, line) for _, size, line in self.live.values()]
 
     def breakdown(self, top: int = 12) -> list[tuple[str, float]]:
-        by_line: dict[str, int] = {}
-        for size, line in self.at_peak:
-            by_line[line] = by_line.get(line, 0) + size
-        rows = sorted(((line, size / 2**20) for line, size in by_line.items()), key=lambda x: -x[1])[:top]
-        return [("(in use at the traced peak, all allocations)", self.peak / 2**20), *rows]
+        return [("(in use at the traced peak, all allocations)", self.peak / 2**20),
+                *_largest_by_line(self.at_peak, top)]
 
 
 def measure_cuda(engine, batch_size: int, seq: int, phase: str, explain: bool = False) -> tuple[float, list]:
@@ -247,11 +277,7 @@ def measure_cuda(engine, batch_size: int, seq: int, phase: str, explain: bool = 
     with ``explain`` also the largest live tensors at that peak (see :func:`peak_breakdown`)."""
     import torch
 
-    vocab = engine.adapter.model.config.vocab_size
-    device = str(engine.adapter.device)
-    run_phase(engine, phase, random_batch(vocab, 1, seq, seed=1, device=device))  # warm-up: cuBLAS workspaces
-    batch = random_batch(vocab, batch_size, seq, device=device)
-    gc.collect()
+    batch = warmed_up_batch(engine, phase, batch_size, seq)
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated()
@@ -277,19 +303,15 @@ def peak_breakdown(snapshot: dict, top: int = 12) -> list[tuple[str, float]]:
     total = peak = 0
     at_peak: dict[int, tuple[int, str]] = {}
     for event in snapshot["device_traces"][0]:
-        if event["action"] == "alloc":
-            frames = [f"{f['filename'].split('mibench/')[-1]}:{f['line']} {f['name']}" for f in event.get("frames", [])
-                      if "mibench" in f["filename"]]
-            live[event["addr"]] = (event["size"], frames[0] if frames else "(outside mibench)")
+        if event["action"] == "alloc":  # the allocator lists a block's frames innermost first
+            lines = [_mibench_line(f["filename"], f["line"]) for f in event.get("frames", [])]
+            live[event["addr"]] = (event["size"], next((line for line in lines if line), OUTSIDE))
             total += event["size"]
             if total > peak:
                 peak, at_peak = total, dict(live)
         elif event["action"] == "free_completed" and event["addr"] in live:
             total -= live.pop(event["addr"])[0]
-    by_line: dict[str, int] = {}
-    for size, line in at_peak.values():
-        by_line[line] = by_line.get(line, 0) + size
-    return sorted(((line, size / 2**20) for line, size in by_line.items()), key=lambda x: -x[1])[:top]
+    return _largest_by_line(list(at_peak.values()), top)
 
 
 # --------------------------------------------------------------------------------------------- parent

@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from memory_plan import MALLOC_ENV, _reset_peak, _rss_kb, load_engine, random_batch, run_phase
+from memory_plan import MALLOC_ENV, _reset_peak, _rss_kb, estimate_mb, load_engine, random_batch, run_phase
 
 DEFAULT_MODELS = ("gpt2", "Qwen/Qwen2.5-0.5B")
 PHASES = ("eap", "eap-ig-inputs", "evaluation")
@@ -88,20 +88,12 @@ def hf_passes(engine, batch) -> dict[str, Callable[[], object]]:
 
 def measure_model(model: str, batch_size: int, seq: int, repeats: int, device: str = "cpu",
                   dtype: str = "float32") -> dict:
-    from mibench.planning.configs import resolve_config, shape_of
-    from mibench.planning.memory import DTYPE_BYTES, PlanSettings, plan
-
     engine = load_engine(model, device, dtype)
     batch = random_batch(engine.adapter.model.config.vocab_size, batch_size, seq, device=device)
     results = {name: timed_peak(fn, repeats, device) for name, fn in hf_passes(engine, batch).items()}
     for phase in PHASES:
         results[phase] = timed_peak(lambda phase=phase: run_phase(engine, phase, batch), repeats, device)
-    shape = shape_of(resolve_config(model))
-    estimates = {}
-    for phase in PHASES:
-        settings = PlanSettings(batch_size=batch_size, seq_len=seq, method="eap" if phase == "evaluation" else phase,
-                                dtype_bytes=DTYPE_BYTES[dtype], device_type=device.split(":")[0])
-        estimates[phase] = plan(shape, settings)[2 if phase == "evaluation" else 1].working / 2**20
+    estimates = {phase: estimate_mb(model, batch_size, seq, phase, device, dtype) for phase in PHASES}
     fwd_s, fwd_mb = results["hf forward"]
     fb_s, fb_mb = results["hf forward+backward"]
     rows = {}

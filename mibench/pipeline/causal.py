@@ -128,7 +128,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
 
         self.cause_isolate = causal_model.cause_isolate
 
-        self.test_examples = causal_examples(task, request.split, request.limit, request.variable)
+        self.test_examples = causal_examples(task, causal_model, request.split, request.limit, request.variable)
         self.test_sets = {kind: pairs_of(self.test_examples, kind) for kind in self.kinds}
         empty = [kind for kind, s in self.test_sets.items() if len(s) == 0]
         if empty:
@@ -137,7 +137,7 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
         self.noop = noop_result(runner, self.test_sets, request.batch_size)
         self.train_set = None
         if self.method is not None:
-            train_examples = causal_examples(task, "train", request.train_examples, request.variable)
+            train_examples = causal_examples(task, causal_model, "train", request.train_examples, request.variable)
             self.train_set = PairSet.concatenate([pairs_of(train_examples, kind) for kind in self.kinds], "train")
 
     def run_method(self, folder: Path) -> None:
@@ -272,12 +272,13 @@ class CausalTrack(Track[CausalRequest, CausalRecord]):
             record.artifacts["plot"] = self.plot_name
 
 
-def causal_examples(task, split: str, limit: int | None, variable: str) -> list:
+def causal_examples(task, causal_model, split: str, limit: int | None, variable: str) -> list:
     """The examples a causal-track run of ``variable`` uses from ``split``: the task's, in the mix its causal
-    model fixes (RAVEL: MIB's rebalancing per target attribute). The one definition, so that a record's
-    ``task.data_hash`` can be recomputed before a run (a sweep's resume check) exactly as the run computes it."""
+    model (``task.causal_model()``) fixes (RAVEL: MIB's rebalancing per target attribute). The one definition,
+    so that a record's ``task.data_hash`` can be recomputed before a run (a sweep's resume check) exactly as the
+    run computes it."""
     examples = task.examples(split, limit)
-    view = task.causal_model().cause_isolate
+    view = causal_model.cause_isolate
     return examples if view is None else view.evaluated_examples(examples, variable)
 
 

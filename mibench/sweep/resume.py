@@ -67,7 +67,7 @@ class RecordIndex:
 
             task = load_task(run.task)
             examples = (task.examples(key[1], key[2]) if variable is None
-                        else causal_examples(task, key[1], key[2], variable))
+                        else causal_examples(task, task.causal_model(), key[1], key[2], variable))
             self._hashes[key] = data_hash(examples)
         return self._hashes[key]
 
