@@ -1,4 +1,4 @@
-"""Atomic file writes.
+"""Atomic file writes, and an exclusive lock for work that only one process should do.
 
 Every artifact mibench writes (circuit files, results records, leaderboard tables) is written to a
 temporary file in the *same directory* and then moved over the destination with ``os.replace``. On POSIX
@@ -58,3 +58,28 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     """Write ``text`` to ``path`` atomically (``newline=""``: the text is written exactly as given)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding, newline="") as handle:
         handle.write(text)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the body; others wait.
+
+    Why: two runs of a sweep on one machine can need the same expensive cached product (an optimal-ablation
+    fit takes many minutes on a CPU). With the lock, the second waits for the first and then reads its cache
+    entry instead of fitting it again. The lock is ``flock`` on POSIX, released when the holder exits or
+    dies, so a killed run never leaves the cache locked. Where ``fcntl`` is missing (Windows) the body runs
+    unlocked: at worst the work is done twice, and the atomic writes keep the result whole either way.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -4,9 +4,13 @@
   node-level ablation (every outgoing edge of ``u`` ablated with a mask) -- two different code paths.
 * With the constants equal to the mean, ``--ablation optimal`` is mean ablation exactly, for EAP and exact.
 * The fit lowers every node's loss on the fit prompts below mean ablation's.
+* The cache: a round trip, named errors for bad files, and one fit for concurrent callers.
 """
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 import torch
@@ -97,7 +101,7 @@ def test_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
     prompts = [(data.clean_ids, data.attention_mask)]
     first = oa.optimal_ablation(engine, prompts, FAST, directory=tmp_path, label={"task": "toy"})
     files = sorted(p.suffix for p in tmp_path.iterdir())
-    assert files == [".json", ".pt"]
+    assert files == [".json", ".lock", ".pt"]
 
     def no_fit(*args, **kwargs):
         raise AssertionError("the cache should have been used")
@@ -112,6 +116,31 @@ def test_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
     pt.write_bytes(b"not a torch file")
     with pytest.raises(MibenchError, match=pt.name):
         oa.optimal_ablation(engine, prompts, FAST, directory=tmp_path)
+
+
+def test_concurrent_runs_needing_one_fit_fit_it_once(tmp_path, monkeypatch):
+    """Two runs of a sweep on one machine (say EAP and exact patching on one task) ask for the same constants
+    at once: the second waits on the cache entry's lock, then reads what the first fitted."""
+    engine, data = _setup()
+    prompts = [(data.clean_ids, data.attention_mask)]
+    real_fit, fits = oa.fit_optimal_ablation, []
+
+    def slow_counted_fit(*args, **kwargs):
+        fits.append(threading.get_ident())
+        time.sleep(0.3)  # long enough for the other caller to reach the lock
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(oa, "fit_optimal_ablation", slow_counted_fit)
+    results: list[Ablation] = []
+    callers = [threading.Thread(target=lambda: results.append(oa.optimal_ablation(engine, prompts, FAST,
+                                                                                  directory=tmp_path)))
+               for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(fits) == 1 and len(results) == 2
+    assert all(torch.equal(a, b) for a, b in zip(results[0].sources.groups, results[1].sources.groups))
 
 
 def test_context_fits_once_per_model_and_prompts(tmp_path, monkeypatch):

@@ -21,7 +21,8 @@ forwards. A node whose check loss stopped improving is frozen and leaves the sta
 Fitted constants are cached under ``$MIBENCH_CACHE_DIR/optimal_ablation`` (default
 ``~/.cache/mibench/optimal_ablation``), keyed by a fingerprint of the model's weights, the fit prompts'
 token ids and the settings, as ``<key>.pt`` (tensors only, loaded with ``weights_only=True``) beside
-``<key>.json`` (the card: settings, model, data, per-node steps and losses).
+``<key>.json`` (the card: settings, model, data, per-node steps and losses). A ``<key>.lock`` file beside
+them serialises fits of one key on one machine, so concurrent runs fit it once.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from torch import Tensor
 from mibench.engine.ablation import Ablation, mean_ablation
 from mibench.engine.engine import PatchingEngine, SourceActivations, SourceGroup
 from mibench.errors import MibenchError
-from mibench.io_utils import atomic_path, atomic_write_text
+from mibench.io_utils import atomic_path, atomic_write_text, exclusive_lock
 
 #: Bumped when a change to the fit could change the constants (invalidates the cache).
 FIT_VERSION = 1
@@ -259,14 +260,19 @@ def optimal_ablation(engine: PatchingEngine, batches: Sequence[tuple[Tensor, Ten
     tensors_path, card_path = directory / f"{key}.pt", directory / f"{key}.json"
     if tensors_path.is_file():
         return Ablation("optimal", SourceActivations(_load_constants(engine, tensors_path)))
-    result = fit_optimal_ablation(engine, batches, settings)
-    directory.mkdir(parents=True, exist_ok=True)
-    card = {"key": key, "model": getattr(engine.adapter.model.config, "_name_or_path", None),
-            "model_fingerprint": model_fingerprint(engine), "dtype": str(engine.dtype).replace("torch.", ""),
-            **(label or {}), **result.card}
-    with atomic_path(tensors_path) as tmp:
-        torch.save({"fit_version": FIT_VERSION, "groups": [g.cpu() for g in result.ablation.sources.groups]}, tmp)
-    atomic_write_text(card_path, json.dumps(card, indent=1) + "\n")
+    # Runs of one sweep on this machine that need the same fit (EAP, EAP-IG and exact patching on one task)
+    # would otherwise each fit it; the first fits, the others wait here and then read its cache entry.
+    with exclusive_lock(directory / f"{key}.lock"):
+        if tensors_path.is_file():
+            return Ablation("optimal", SourceActivations(_load_constants(engine, tensors_path)))
+        result = fit_optimal_ablation(engine, batches, settings)
+        card = {"key": key, "model": getattr(engine.adapter.model.config, "_name_or_path", None),
+                "model_fingerprint": model_fingerprint(engine), "dtype": str(engine.dtype).replace("torch.", ""),
+                **(label or {}), **result.card}
+        with atomic_path(tensors_path) as tmp:
+            torch.save({"fit_version": FIT_VERSION, "groups": [g.cpu() for g in result.ablation.sources.groups]},
+                       tmp)
+        atomic_write_text(card_path, json.dumps(card, indent=1) + "\n")
     return result.ablation
 
 
