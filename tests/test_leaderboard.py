@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import html
 import io
 import json
 import shutil
@@ -483,6 +484,34 @@ def test_records_that_differ_only_by_seed_share_a_cell_with_mean_and_between_see
     random_cpr = next(r for r in rows if r["method"] == "random" and r["metric"] == "CPR")
     assert random_cpr["n_seeds"] == "3" and float(random_cpr["seed_sd"]) == pytest.approx(sd)
     assert next(r for r in rows if r["method"] == "eap" and r["metric"] == "CPR")["n_seeds"] == "1"
+
+
+
+def test_the_counts_are_records_not_cells_and_name_the_code_commits_that_made_them(records, tmp_path):
+    """Three seeds fold into one cell but are three ranked records; a record drawn on by the AUROC table too
+    counts once; the tables say which commit made how many records (a reader citing them can check it out)."""
+    from mibench.results.record import GroundTruthRecord
+
+    def made_by(record: CircuitRecord, commit: str | None) -> CircuitRecord:
+        return record.model_copy(update={"environment": record.environment.model_copy(update={"git_commit": commit})})
+
+    for seed in range(3):
+        record = made_by(make_record("ugs", cpr=0.3 + seed / 10), "a" * 40).model_copy(update={"seed": seed})
+        save(records, record, run=f"ugs_edge_patching_test_seed{seed}")
+    planted = make_record("exact", "ioi", "planted-ioi")
+    planted.metrics = planted.metrics.model_copy(update={"ground_truth": GroundTruthRecord(
+        file="ground_truth/ioi.json", n_true=10, n_edges=100, auroc=0.9, fpr=[0.0, 1.0], tpr=[0.0, 1.0],
+        auroc_full=0.9, curve_fpr=[0, 1], curve_tpr=[0, 1])})
+    save(records, made_by(planted, "b" * 40 + "+dirty"))
+    board = build_leaderboard(records, tmp_path / "site").leaderboard
+    # the fixture's 7 records (made outside a git checkout), 3 seeds of ugs, 1 planted record in two tables
+    assert board.n_ranked == 11 and board.n_cells == 7 + 1 + 2
+    line = ("Code commits of the ranked records (records per commit): no git checkout (7), "
+            f"{'a' * 12} (3), {'b' * 12}+dirty (1).")
+    markdown = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert "Ranked records: 11 in 10 cells · not ranked: 0" in markdown and line in markdown
+    assert line in (tmp_path / "site" / "leaderboard.tex").read_text()
+    assert html.escape(line, quote=False) in (tmp_path / "site" / "index.html").read_text()
 
 
 # ------------------------------------------------------------------------------------- degenerate points

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     board = result.leaderboard
     for path, problem in board.unreadable:
         log.warning("%s: %s", path, problem)
-    print(f"{board.n_ranked} ranked record(s) in {len(board.tables)} table(s); {len(board.excluded)} not ranked, "
+    print(f"{board.n_ranked} ranked record(s) in {board.n_cells} cell(s) of {len(board.tables)} table(s); "
+          f"{len(board.excluded)} not ranked, "
           f"{len(board.unreadable)} unreadable, {len(board.skipped)} of other tracks")
     changed = [str(p) for p in result.written] + [f"{p} (removed)" for p in result.removed]
     print(f"updated in {result.out_dir}: " + (", ".join(changed) if changed else "nothing (already up to date)"))

@@ -156,7 +156,8 @@ def fold_seeds(entries: list[Entry]) -> Entry:
     return dataclasses.replace(entries[0], values=values, spread=spread, seeds=tuple(e.seed for e in entries),
                                created=newest.created, reasons=[], empty_sizes=empty, inert=inert,
                                no_effect=all(e.no_effect for e in entries), examples=examples,
-                               floors=tuple(f for e in entries for f in e.floors))
+                               floors=tuple(f for e in entries for f in e.floors),
+                               sources=tuple(s for e in entries for s in e.sources))
 
 
 def default_comparisons_dir(records_dir: str | Path) -> Path:

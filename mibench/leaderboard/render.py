@@ -11,6 +11,7 @@ import csv
 import html
 import io
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from mibench.leaderboard.comparisons import PeapVsEap
@@ -141,8 +142,28 @@ def _table_heading(table: Table) -> str:
 
 
 def _counts(leaderboard: Leaderboard) -> str:
-    return (f"Ranked records: {leaderboard.n_ranked} · not ranked: {len(leaderboard.excluded)} · "
-            f"unreadable: {len(leaderboard.unreadable)} · other tracks: {len(leaderboard.skipped)}")
+    return (f"Ranked records: {leaderboard.n_ranked} in {leaderboard.n_cells} cells · "
+            f"not ranked: {len(leaderboard.excluded)} · unreadable: {len(leaderboard.unreadable)} · "
+            f"other tracks: {len(leaderboard.skipped)}")
+
+
+def _short_commit(commit: str | None) -> str:
+    """A commit as 12 hex digits, keeping a '+dirty' mark (:func:`mibench.results.environment.git_commit`)."""
+    if not commit:
+        return "no git checkout"
+    head, plus, mark = commit.partition("+")
+    return head[:12] + plus + mark
+
+
+def _provenance(leaderboard: Leaderboard) -> str:
+    """Which code made the ranked records, and how many each commit made: a reader citing a table can check
+    out that code (a record's own commit is in its ``environment`` block)."""
+    counts = Counter(leaderboard.ranked_sources.values())
+    if not counts:
+        return ""
+    parts = [f"{_short_commit(commit)} ({n})" for commit, n in sorted(counts.items(),
+                                                                     key=lambda item: (-item[1], item[0] or ""))]
+    return f"Code commits of the ranked records (records per commit): {', '.join(parts)}."
 
 
 # ----------------------------------------------------------------------------- matched-budget comparisons
@@ -219,6 +240,8 @@ def _md_text(text: str) -> str:
 
 def render_markdown(leaderboard: Leaderboard) -> str:
     out = ["# mibench leaderboard", "", f"<!-- {HEADER_NOTE} -->", "", _counts(leaderboard), ""]
+    if _provenance(leaderboard):
+        out += [_provenance(leaderboard), ""]
     if _has_seeds(leaderboard):
         out += [SEEDS_NOTE, ""]
     if not leaderboard.tables:
@@ -296,6 +319,8 @@ def _tex(text: str) -> str:
 
 def render_latex(leaderboard: Leaderboard) -> str:
     out = [f"% {HEADER_NOTE}", r"% Needs \usepackage{booktabs}. " + BEST_NOTE, ""]
+    if _provenance(leaderboard):
+        out[-1:] = [f"% {_counts(leaderboard)}. {_provenance(leaderboard)}", ""]
     if _has_seeds(leaderboard):
         out[-1:] = [f"% {SEEDS_NOTE}", ""]
     if not leaderboard.tables:
@@ -440,6 +465,8 @@ def _h(text: str) -> str:
 def render_html(leaderboard: Leaderboard) -> str:
     intro = (f'<p class="note">{_h(_counts(leaderboard))}. Click a column header to sort; '
              f"{_h(BEST_NOTE[0].lower() + BEST_NOTE[1:])} Click a value to see its plot.</p>")
+    if _provenance(leaderboard):
+        intro += f'\n<p class="note">{_h(_provenance(leaderboard))}</p>'
     if _has_seeds(leaderboard):
         intro += f'\n<p class="note">{_h(SEEDS_NOTE)}</p>'
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',

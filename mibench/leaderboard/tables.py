@@ -106,5 +106,16 @@ class Leaderboard:
     comparisons: list[PeapVsEap] = field(default_factory=list)
 
     @property
+    def ranked_sources(self) -> dict[str, str | None]:
+        """Record path -> code commit, for every record behind a ranked cell (a record counts once even when
+        two tracks draw on it, as the AUROC tables draw on circuit records)."""
+        return {path: commit for t in self.tables for e in t.cells.values() for path, commit in e.sources}
+
+    @property
     def n_ranked(self) -> int:
+        """Ranked records (all seeds of a folded cell count): not the number of cells."""
+        return len(self.ranked_sources)
+
+    @property
+    def n_cells(self) -> int:
         return sum(len(t.cells) for t in self.tables)

@@ -65,6 +65,9 @@ class Entry:
     floors: tuple[float, ...] = ()
     #: why the entry's table stands apart from the others of its track (shown under the table's heading)
     group_note: str = ""
+    #: (record path, code commit) of each record behind this entry, one per seed (the commit is None for a
+    #: record made outside a git checkout): the tables say how many records they rank and which code made them
+    sources: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -213,6 +216,7 @@ def read_circuit_entry(path: Path, rel: str) -> Entry:
         empty_sizes=empty_fractions(record),
         inert=inert_metrics(record),
         no_effect=effect_unmeasurable(record),
+        sources=((rel, record.environment.git_commit),),
         examples=_example_sources(path, record),
     )
 
@@ -304,6 +308,7 @@ def read_causal_entry(path: Path, rel: str) -> Entry:
         seed=record.seed,
         examples=_example_sources(path, record),
         floors=() if metrics.noop_iia is None else (metrics.noop_iia,),
+        sources=((rel, record.environment.git_commit),),
     )
 
 
