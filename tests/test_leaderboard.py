@@ -512,6 +512,8 @@ def test_the_counts_are_records_not_cells_and_name_the_code_commits_that_made_th
     assert "Ranked records: 11 in 10 cells · not ranked: 0" in markdown and line in markdown
     assert line in (tmp_path / "site" / "leaderboard.tex").read_text()
     assert html.escape(line, quote=False) in (tmp_path / "site" / "index.html").read_text()
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "site" / "leaderboard.csv").read_text())))
+    assert {r["code_commits"] for r in rows if r["method"] == "ugs"} == {"a" * 40}  # in full, for scripts
 
 
 # ------------------------------------------------------------------------------------- degenerate points

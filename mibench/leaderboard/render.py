@@ -366,12 +366,13 @@ def render_latex(leaderboard: Leaderboard) -> str:
 # -------------------------------------------------------------------------------------------------- CSV
 CSV_FIELDS = ("track", "table", "task", "model", "comparability_key", "method", "positions", "metric", "value",
               "stderr", "higher_is_better", "best", "created", "record", "n_seeds", "seed_sd", "recovers_nothing",
-              "no_measurable_effect", "test", "p_value")
+              "no_measurable_effect", "test", "p_value", "code_commits")
 
 
 def render_csv(leaderboard: Leaderboard) -> str:
     """One row per ranked value (long format): easy to filter, pivot or plot; ``test`` says how the value was
-    compared with its column's top (``p_value``: one-sided, of "the top is better"). A causal column's no-op
+    compared with its column's top (``p_value``: one-sided, of "the top is better"); ``code_commits`` lists the
+    commits whose code made the value's records (';'-separated, one per commit). A causal column's no-op
     floor is a row of its own (method ``no-op (floor)``, test ``floor``; one per distinct value)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -393,12 +394,13 @@ def render_csv(leaderboard: Leaderboard) -> str:
                                      entry.created, entry.record, *_seed_columns(entry, metric),
                                      str(metric.name in entry.inert).lower(), str(entry.no_effect).lower(),
                                      "" if verdict is None else verdict.test,
-                                     "" if verdict is None or verdict.p_value is None else repr(verdict.p_value)])
+                                     "" if verdict is None or verdict.p_value is None else repr(verdict.p_value),
+                                     ";".join(sorted({commit or "" for _, commit in entry.sources}))])
                 floors = sorted({f for (_, key), e in table.cells.items() if key == column.key for f in e.floors})
                 for floor in floors:
                     writer.writerow([table.track.name, table.title, column.task, column.model, column.key, FLOOR_LABEL,
                                      "", metric.name, repr(floor), "", str(metric.higher_is_better).lower(), "false",
-                                     "", "", "", "", "false", "false", "floor", ""])
+                                     "", "", "", "", "false", "false", "floor", "", ""])
     return buffer.getvalue()
 
 
