@@ -136,15 +136,15 @@ def test_the_published_spec_covers_exactly_the_committed_records_with_seeds_for_
     has a committed record. sweep-next.yaml, when there is one, queues runs not published yet: none of its runs
     may be. In both, every method with randomness runs with at least three seeds."""
     expansion = _expand(PUBLISHED)
-    runs = {(r.track, r.model, r.task, r.variable, r.method, r.level, r.ablation, r.seed) for r in expansion.runs}
+    runs = {r.identity for r in expansion.runs}
     queued_runs = _expand(QUEUED).runs if QUEUED.exists() else []
-    queued = {(r.track, r.model, r.task, r.variable, r.method, r.level, r.ablation, r.seed) for r in queued_runs}
+    queued = {r.identity for r in queued_runs}
     published = set()
     for path in (ROOT / "leaderboard" / "records").rglob("record.json"):
         record = json.loads(path.read_text())
         method, task = record["method"], record["task"]
         published.add((record.get("track", "circuit"), record["model"]["id"], task["id"], task.get("variable"),
-                       method["id"], method.get("level"), method.get("ablation"), record["seed"]))
+                       method["id"], method.get("level"), method.get("ablation"), task["split"], record["seed"]))
     assert published <= runs
     assert {r for r in runs if r[-1] == 0} - published == set()
     assert not queued & runs

@@ -247,6 +247,13 @@ def cache_key(engine: PatchingEngine, batches: Sequence[tuple[Tensor, Tensor | N
     return digest.hexdigest()[:24]
 
 
+def _cached_ablation(engine: PatchingEngine, tensors_path: Path) -> Ablation | None:
+    """The cache entry at ``tensors_path`` as an ablation, or None when there is none yet."""
+    if not tensors_path.is_file():
+        return None
+    return Ablation("optimal", SourceActivations(_load_constants(engine, tensors_path)))
+
+
 def optimal_ablation(engine: PatchingEngine, batches: Sequence[tuple[Tensor, Tensor | None]],
                      settings: OptimalAblationSettings | None = None, *,
                      directory: Path | None = None, label: dict | None = None) -> Ablation:
@@ -258,13 +265,13 @@ def optimal_ablation(engine: PatchingEngine, batches: Sequence[tuple[Tensor, Ten
     directory = cache_dir() if directory is None else Path(directory)
     key = cache_key(engine, batches, settings)
     tensors_path, card_path = directory / f"{key}.pt", directory / f"{key}.json"
-    if tensors_path.is_file():
-        return Ablation("optimal", SourceActivations(_load_constants(engine, tensors_path)))
+    if (cached := _cached_ablation(engine, tensors_path)) is not None:  # a hit never creates a lock file
+        return cached
     # Runs of one sweep on this machine that need the same fit (EAP, EAP-IG and exact patching on one task)
     # would otherwise each fit it; the first fits, the others wait here and then read its cache entry.
     with exclusive_lock(directory / f"{key}.lock"):
-        if tensors_path.is_file():
-            return Ablation("optimal", SourceActivations(_load_constants(engine, tensors_path)))
+        if (cached := _cached_ablation(engine, tensors_path)) is not None:  # fitted while this run waited
+            return cached
         result = fit_optimal_ablation(engine, batches, settings)
         card = {"key": key, "model": getattr(engine.adapter.model.config, "_name_or_path", None),
                 "model_fingerprint": model_fingerprint(engine), "dtype": str(engine.dtype).replace("torch.", ""),

@@ -202,8 +202,8 @@ def _comparison_summary(comparison: PeapVsEap) -> str:
 def _comparison_provenance(comparison: PeapVsEap) -> str:
     parts = [f"{label} {value}" for label, value in (
         ("task version", comparison.task_version), ("test data", comparison.data_hash),
-        ("weights", comparison.weights_sha256), ("commit", comparison.git_commit and comparison.git_commit[:12]))
-        if value]
+        ("weights", comparison.weights_sha256),
+        ("commit", comparison.git_commit and _short_commit(comparison.git_commit))) if value]
     return f" Measured with {', '.join(parts)}." if parts else ""
 
 
@@ -240,8 +240,8 @@ def _md_text(text: str) -> str:
 
 def render_markdown(leaderboard: Leaderboard) -> str:
     out = ["# mibench leaderboard", "", f"<!-- {HEADER_NOTE} -->", "", _counts(leaderboard), ""]
-    if _provenance(leaderboard):
-        out += [_provenance(leaderboard), ""]
+    if provenance := _provenance(leaderboard):
+        out += [provenance, ""]
     if _has_seeds(leaderboard):
         out += [SEEDS_NOTE, ""]
     if not leaderboard.tables:
@@ -319,8 +319,8 @@ def _tex(text: str) -> str:
 
 def render_latex(leaderboard: Leaderboard) -> str:
     out = [f"% {HEADER_NOTE}", r"% Needs \usepackage{booktabs}. " + BEST_NOTE, ""]
-    if _provenance(leaderboard):
-        out[-1:] = [f"% {_counts(leaderboard)}. {_provenance(leaderboard)}", ""]
+    if provenance := _provenance(leaderboard):
+        out[-1:] = [f"% {_counts(leaderboard)}. {provenance}", ""]
     if _has_seeds(leaderboard):
         out[-1:] = [f"% {SEEDS_NOTE}", ""]
     if not leaderboard.tables:
@@ -467,8 +467,8 @@ def _h(text: str) -> str:
 def render_html(leaderboard: Leaderboard) -> str:
     intro = (f'<p class="note">{_h(_counts(leaderboard))}. Click a column header to sort; '
              f"{_h(BEST_NOTE[0].lower() + BEST_NOTE[1:])} Click a value to see its plot.</p>")
-    if _provenance(leaderboard):
-        intro += f'\n<p class="note">{_h(_provenance(leaderboard))}</p>'
+    if provenance := _provenance(leaderboard):
+        intro += f'\n<p class="note">{_h(provenance)}</p>'
     if _has_seeds(leaderboard):
         intro += f'\n<p class="note">{_h(SEEDS_NOTE)}</p>'
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
